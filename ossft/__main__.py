@@ -1,0 +1,3 @@
+from ossft.cli import app
+
+app(prog_name="ossft")

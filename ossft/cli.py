@@ -1,0 +1,142 @@
+"""The `ossft` command. One short function per command; the work happens in the modules."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ossft.errors import UserError
+
+app = typer.Typer(
+    help="Fine-tune OpenAI's gpt-oss models from one YAML recipe.\n\n"
+    "Example: ossft tiny-model models/tiny-gpt-oss && ossft train recipes/quickstart.yaml",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+_state = {"debug": False}
+
+RecipeArg = Annotated[Path, typer.Argument(help="The YAML recipe.", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one key, typed as YAML: --set train.learning_rate=1e-4 (repeatable)."),
+]
+
+
+def user_errors(command):
+    """User mistakes -> one short message and exit code 2; with --debug, the traceback too."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            if _state["debug"]:
+                raise
+            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for every error.")] = False):
+    _state["debug"] = debug
+
+
+@app.command()
+@user_errors
+def validate(recipe: RecipeArg, set_: SetOpt = None):
+    """Check a recipe and print it resolved, every default filled in.
+
+    Example: ossft validate recipes/quickstart.yaml --set train.learning_rate=1e-4
+    """
+    from ossft.recipe import dump_recipe, load_recipe
+
+    resolved = load_recipe(recipe, set_ or [])
+    sys.stdout.write(dump_recipe(resolved))
+    errors.print(f"[green]ok:[/] {recipe} is a valid recipe.")
+
+
+@app.command()
+def schema():
+    """Print the recipe's JSON schema (for editor completion and checks).
+
+    Example: ossft schema > ossft-recipe.schema.json
+    """
+    from ossft.recipe import recipe_json_schema
+
+    sys.stdout.write(json.dumps(recipe_json_schema(), indent=2) + "\n")
+
+
+@app.command("tiny-model")
+@user_errors
+def tiny_model(
+    out: Annotated[Path, typer.Argument(help="Folder to create.", show_default=False)],
+    layers: int = typer.Option(2, help="Decoder layers (alternating sliding / full attention)."),
+    experts: int = typer.Option(4, help="Experts per layer."),
+    top_k: int = typer.Option(2, help="Experts each token is routed to."),
+    hidden: int = typer.Option(64, help="Hidden size (also the expert width)."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same bytes."),
+    corpus: Path = typer.Option(None, help="Conversations (.jsonl) to train the tokenizer on; default: the sample data."),
+):
+    """Make a tiny random gpt-oss and tokenizer, offline, in Hugging Face format.
+
+    Example: ossft tiny-model models/tiny-gpt-oss --layers 4 --experts 8
+    """
+    from ossft.tiny import SAMPLE_DATA, TinySpec, write_tiny_model
+
+    spec = TinySpec(layers=layers, experts=experts, experts_per_token=top_k, hidden=hidden, seed=seed)
+    path = write_tiny_model(out, spec, corpus or SAMPLE_DATA)
+    console.print(f"tiny gpt-oss written to [bold]{path}[/] ({layers} layers, {experts} experts, top-{top_k}, hidden {hidden})")
+
+
+@app.command()
+@user_errors
+def train(recipe: RecipeArg, set_: SetOpt = None):
+    """Fine-tune as the recipe says; print a summary at the end.
+
+    Example: ossft train recipes/quickstart.yaml --set train.num_train_epochs=1
+    """
+    from ossft.recipe import load_recipe
+    from ossft.report import summarize, summary_table, write_summary
+    from ossft.trainer import run_training
+
+    resolved = load_recipe(recipe, set_ or [])
+    run = run_training(resolved, on_status=lambda line: console.print(f"[cyan]ossft[/] {line}"))
+    summary = summarize(run)
+    write_summary(summary, run.output_dir)
+    console.print(summary_table(summary))
+
+
+@app.command()
+@user_errors
+def generate(
+    model_dir: Annotated[Path, typer.Argument(help="A trained output folder (adapter or full model).", show_default=False)],
+    prompt: str = typer.Option("What is 12 + 7?", help="The user message."),
+    developer: str = typer.Option(None, help="Optional developer instructions."),
+    base: str = typer.Option(None, help="Base model of a LoRA adapter, if not where training found it."),
+    max_new_tokens: int = typer.Option(96, min=1),
+):
+    """Generate one answer with harmony and show its analysis and final channels.
+
+    Example: ossft generate outputs/quickstart --prompt "Quelle est la capitale de l'Italie ?"
+    """
+    from ossft.generate import generate as run_generate
+    from ossft.generate import load_for_generation
+
+    network, tokenizer = load_for_generation(model_dir, base)
+    result = run_generate(network, tokenizer, prompt, developer, max_new_tokens)
+    console.print(f"[bold]user:[/] {prompt}")
+    for channel, text in result["channels"].items():
+        console.print(f"[bold]{channel}:[/] {text}", highlight=False)
+    if not result["channels"]:
+        console.print(f"[bold]raw:[/] {result['completion']}", highlight=False)

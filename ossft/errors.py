@@ -1,0 +1,12 @@
+"""The one exception type for mistakes a user can fix.
+
+Every module may raise `UserError`; the CLI turns it into a short message and exit code 2. Anything
+else that escapes is a bug in ossft and keeps its traceback. This module imports nothing from ossft,
+so even `recipe.py`, which sits below every other module, can use it.
+"""
+
+
+class UserError(Exception):
+    """A problem in the user's input (recipe, data, paths, flags): what, where, and how to fix it."""
+
+    exit_code = 2

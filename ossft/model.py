@@ -1,0 +1,101 @@
+"""Load gpt-oss and its tokenizer as the recipe says, and wrap it in LoRA (attention and experts).
+
+Expert LoRA goes through PEFT's `target_parameters`: the experts are one module holding 3-D
+parameters (`gate_up_proj` [E, H, 2I], `down_proj` [E, I, H]), not one Linear per expert, so
+`target_modules` cannot reach them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ossft.errors import UserError
+
+EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+
+
+def _from_pretrained(loader, name: str, **kwargs):
+    """`loader.from_pretrained`, with "no such model" turned into a message that says what to do."""
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except OSError as exc:
+        if Path(name).expanduser().is_dir():
+            raise  # the folder exists but is broken: let the real error show
+        raise UserError(
+            f"model.base_model: no model at '{name}': not a local folder, and not a Hub id available "
+            f"offline. Give a folder with config.json, or, for the quickstart: ossft tiny-model {name}"
+        ) from exc
+
+
+def load_tokenizer(recipe):
+    from transformers import AutoTokenizer
+
+    source = recipe.model.tokenizer or recipe.model.base_model
+    tokenizer = _from_pretrained(AutoTokenizer, source, trust_remote_code=recipe.model.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = "<|endoftext|>"  # gpt-oss's own padding token
+    return tokenizer
+
+
+def load_model(recipe):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {
+        "dtype": "auto" if recipe.model.dtype == "auto" else getattr(torch, recipe.model.dtype),
+        "attn_implementation": recipe.model.attn_implementation,
+        "trust_remote_code": recipe.model.trust_remote_code,
+    }
+    if recipe.model.experts_implementation:
+        kwargs["experts_implementation"] = recipe.model.experts_implementation
+    model = _from_pretrained(AutoModelForCausalLM, recipe.model.base_model, **kwargs)
+    if model.config.model_type != "gpt_oss":
+        raise UserError(f"model.base_model: {recipe.model.base_model} is a {model.config.model_type} model, not gpt-oss.")
+    model.config.use_cache = False  # the KV cache only costs memory while training
+    return model
+
+
+def expert_targets(experts: str | list[int], num_layers: int) -> list[str]:
+    """PEFT `target_parameters` for the recipe's `lora.experts`."""
+    if experts == "none":
+        return []
+    if experts == "all":
+        return list(EXPERT_PARAMETERS)
+    wrong = [i for i in experts if i >= num_layers]
+    if wrong:
+        raise UserError(f"lora.experts: layer {wrong[0]} does not exist; this model has layers 0..{num_layers - 1}.")
+    # "layers.7." cannot match layers.17 or layers.27: PEFT matches whole dotted name suffixes.
+    return [f"layers.{i}.{name}" for i in experts for name in EXPERT_PARAMETERS]
+
+
+def lora_config(recipe, num_layers: int):
+    from peft import LoraConfig
+
+    lora = recipe.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=list(lora.target_modules),
+        target_parameters=expert_targets(lora.experts, num_layers) or None,
+        task_type="CAUSAL_LM",
+    )
+
+
+def apply_lora(model, recipe):
+    from peft import get_peft_model
+
+    if recipe.lora is None:
+        return model
+    try:
+        return get_peft_model(model, lora_config(recipe, model.config.num_hidden_layers))
+    except ValueError as exc:
+        if "not found in the base model" in str(exc) or "Target modules" in str(exc):
+            raise UserError(f"lora.target_modules: {exc}") from exc
+        raise
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
