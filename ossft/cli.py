@@ -81,12 +81,14 @@ def schema():
 @user_errors
 def tiny_model(
     out: Annotated[Path, typer.Argument(help="Folder to create.", show_default=False)],
-    layers: int = typer.Option(2, help="Decoder layers (alternating sliding / full attention)."),
-    experts: int = typer.Option(4, help="Experts per layer."),
-    top_k: int = typer.Option(2, help="Experts each token is routed to."),
-    hidden: int = typer.Option(64, help="Hidden size (also the expert width)."),
-    seed: int = typer.Option(0, help="Random seed: same seed, same bytes."),
-    corpus: Path = typer.Option(None, help="Conversations (.jsonl) to train the tokenizer on; default: the sample data."),
+    layers: Annotated[int, typer.Option(help="Decoder layers (alternating sliding / full attention).")] = 2,
+    experts: Annotated[int, typer.Option(help="Experts per layer.")] = 4,
+    top_k: Annotated[int, typer.Option(help="Experts each token is routed to.")] = 2,
+    hidden: Annotated[int, typer.Option(help="Hidden size (also the expert width).")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 0,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Conversations (.jsonl) for the tokenizer; default: the sample data.")
+    ] = None,
 ):
     """Make a tiny random gpt-oss and tokenizer, offline, in Hugging Face format.
 
@@ -96,7 +98,9 @@ def tiny_model(
 
     spec = TinySpec(layers=layers, experts=experts, experts_per_token=top_k, hidden=hidden, seed=seed)
     path = write_tiny_model(out, spec, corpus or SAMPLE_DATA)
-    console.print(f"tiny gpt-oss written to [bold]{path}[/] ({layers} layers, {experts} experts, top-{top_k}, hidden {hidden})")
+    console.print(
+        f"tiny gpt-oss written to [bold]{path}[/] ({layers} layers, {experts} experts, top-{top_k}, hidden {hidden})"
+    )
 
 
 @app.command()
@@ -120,11 +124,15 @@ def train(recipe: RecipeArg, set_: SetOpt = None):
 @app.command()
 @user_errors
 def generate(
-    model_dir: Annotated[Path, typer.Argument(help="A trained output folder (adapter or full model).", show_default=False)],
-    prompt: str = typer.Option("What is 12 + 7?", help="The user message."),
-    developer: str = typer.Option(None, help="Optional developer instructions."),
-    base: str = typer.Option(None, help="Base model of a LoRA adapter, if not where training found it."),
-    max_new_tokens: int = typer.Option(96, min=1),
+    model_dir: Annotated[
+        Path, typer.Argument(help="A trained output folder (adapter or full model).", show_default=False)
+    ],
+    prompt: Annotated[str, typer.Option(help="The user message.")] = "What is 12 + 7?",
+    developer: Annotated[str | None, typer.Option(help="Optional developer instructions.")] = None,
+    base: Annotated[
+        str | None, typer.Option(help="Base model of a LoRA adapter, if not where training found it.")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Stop after this many tokens.")] = 96,
 ):
     """Generate one answer with harmony and show its analysis and final channels.
 

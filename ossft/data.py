@@ -28,7 +28,9 @@ class TokenizedData:
 def read_rows(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"dataset not found: {path}. Check data.datasets[].path in the recipe (paths are relative to the current folder).")
+        raise UserError(
+            f"dataset not found: {path}. Check data.datasets[].path in the recipe (paths are relative to the current folder)."
+        )
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         try:
@@ -45,14 +47,18 @@ def read_rows(path: str | Path) -> list[dict]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise UserError(f"{path} line {number}: not valid JSON ({exc.msg}). Each line of a .jsonl file is one JSON object.") from exc
+            raise UserError(
+                f"{path} line {number}: not valid JSON ({exc.msg}). Each line of a .jsonl file is one JSON object."
+            ) from exc
     return rows
 
 
 def check_messages(row: object, field: str, where: str) -> list[dict]:
     """The row's messages, or a UserError naming the row and field that does not fit."""
     if not isinstance(row, dict) or field not in row:
-        raise UserError(f"{where}: no '{field}' field. Each row needs a list of chat messages there (set field_messages if it has another name).")
+        raise UserError(
+            f"{where}: no '{field}' field. Each row needs a list of chat messages there (set field_messages if it has another name)."
+        )
     messages = row[field]
     if not isinstance(messages, list) or not messages:
         raise UserError(f"{where}: '{field}' must be a non-empty list of messages.")

@@ -35,7 +35,9 @@ def load_for_generation(model_dir: str | Path, base: str | None = None):
 def generate(network, tokenizer, prompt: str, developer: str | None = None, max_new_tokens: int = 96) -> dict:
     import torch
 
-    messages = ([{"role": "developer", "content": developer}] if developer else []) + [{"role": "user", "content": prompt}]
+    messages = ([{"role": "developer", "content": developer}] if developer else []) + [
+        {"role": "user", "content": prompt}
+    ]
     special_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in harmony.SPECIAL_TOKENS}
     ids, _ = harmony.encode(
         harmony.render_prompt(messages), lambda text: tokenizer.encode(text, add_special_tokens=False), special_ids

@@ -38,7 +38,14 @@ SPECIAL_TOKENS = (
     "<|reserved_200017|>",
     "<|endofprompt|>",
 )
-START, END, MESSAGE, CHANNEL, RETURN, CALL = "<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|return|>", "<|call|>"
+START, END, MESSAGE, CHANNEL, RETURN, CALL = (
+    "<|start|>",
+    "<|end|>",
+    "<|message|>",
+    "<|channel|>",
+    "<|return|>",
+    "<|call|>",
+)
 # Sampling stops at these when the assistant hands control back (openai-harmony's assistant-action stops).
 STOP_TOKENS = (RETURN, CALL)
 

@@ -50,7 +50,9 @@ def load_model(recipe):
         kwargs["experts_implementation"] = recipe.model.experts_implementation
     model = _from_pretrained(AutoModelForCausalLM, recipe.model.base_model, **kwargs)
     if model.config.model_type != "gpt_oss":
-        raise UserError(f"model.base_model: {recipe.model.base_model} is a {model.config.model_type} model, not gpt-oss.")
+        raise UserError(
+            f"model.base_model: {recipe.model.base_model} is a {model.config.model_type} model, not gpt-oss."
+        )
     model.config.use_cache = False  # the KV cache only costs memory while training
     return model
 

@@ -104,7 +104,14 @@ class LaunchSection(Section):
 OWNED_ELSEWHERE = {"output_dir": "output.dir", "model_init_kwargs": "model"}
 
 # ossft's defaults where they differ from TRL's. bf16 None means "bf16 where the GPU has it".
-TRAIN_DEFAULTS: dict[str, object] = {"bf16": None, "report_to": "none"}
+# transformers 5.2x renamed gradient_checkpointing to activation_checkpointing and warns whenever
+# the old name carries a value, which TRL's default True always does.
+TRAIN_DEFAULTS: dict[str, object] = {
+    "bf16": None,
+    "report_to": "none",
+    "activation_checkpointing": True,
+    "gradient_checkpointing": None,
+}
 
 # Ranges TRL only checks at run time, or not at all.
 TRAIN_BOUNDS: dict[str, dict[str, float]] = {
@@ -155,7 +162,10 @@ def train_section_model() -> type[BaseModel]:
         else:
             default = f.default_factory()
         help_text = (f.metadata or {}).get("help")
-        fields[f.name] = (_strict_type(f.type), Field(default, description=help_text, **TRAIN_BOUNDS.get(f.name, {})))
+        field_type = _strict_type(f.type)
+        if default is None and field_type is not Any:
+            field_type = field_type | None
+        fields[f.name] = (field_type, Field(default, description=help_text, **TRAIN_BOUNDS.get(f.name, {})))
     config = ConfigDict(extra="forbid", use_enum_values=True, arbitrary_types_allowed=True)
     return create_model("TrainSection", __config__=config, **fields)
 
@@ -212,27 +222,20 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict[tuple, str]:
             raise UserError(f"--set {text!r}: expected KEY=VALUE, for example --set train.learning_rate=1e-4.")
         parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
         node: Any = data
-        for depth, part in enumerate(parts[:-1]):
-            child = node[part] if _has(node, part) else None
-            if child is None:
-                child = {}
-                node[part] = child
-            if not isinstance(child, (dict, list)):
-                where = ".".join(map(str, parts[: depth + 1]))
-                raise UserError(f"--set {text}: '{where}' is a value, not a section, so it has no key '{parts[depth + 1]}'.")
-            node = child
-        last = parts[-1]
-        if isinstance(node, list) and not (isinstance(last, int) and last < len(node)):
-            raise UserError(f"--set {text}: index {last} is outside the list ({len(node)} items).")
-        node[last] = parse_scalar(raw)
+        for depth, part in enumerate(parts):
+            if isinstance(node, list) and not (isinstance(part, int) and part < len(node)):
+                raise UserError(f"--set {text}: index {part} is outside the list ({len(node)} items).")
+            if not isinstance(node, (dict, list)):
+                where = ".".join(map(str, parts[:depth]))
+                raise UserError(f"--set {text}: '{where}' is a value, not a section, so it has no key '{part}'.")
+            if depth == len(parts) - 1:
+                node[part] = parse_scalar(raw)
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
         applied[tuple(parts)] = text
     return applied
-
-
-def _has(node: Any, part: str | int) -> bool:
-    if isinstance(node, dict):
-        return part in node
-    return isinstance(part, int) and part < len(node)
 
 
 def format_errors(exc: ValidationError, doc: YamlDoc, overridden: dict[tuple, str], Recipe: type[BaseModel]) -> str:

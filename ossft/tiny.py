@@ -37,7 +37,9 @@ class TinySpec:
         if not 1 <= self.experts_per_token <= self.experts:
             raise UserError(f"top-k ({self.experts_per_token}) must be between 1 and --experts ({self.experts}).")
         if self.hidden % self.heads or self.heads % self.kv_heads:
-            raise UserError(f"--hidden ({self.hidden}) must split into {self.heads} heads, in groups of {self.kv_heads}.")
+            raise UserError(
+                f"--hidden ({self.hidden}) must split into {self.heads} heads, in groups of {self.kv_heads}."
+            )
 
 
 def write_tiny_model(out: str | Path, spec: TinySpec = TinySpec(), corpus: str | Path = SAMPLE_DATA) -> Path:

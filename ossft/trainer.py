@@ -9,7 +9,7 @@ from pathlib import Path
 from ossft import data, model
 from ossft.errors import UserError
 from ossft.files import write_text_atomic
-from ossft.recipe import dump_recipe
+from ossft.recipe import TRAIN_DEFAULTS, dump_recipe
 
 RECIPE_COPY = "recipe.yaml"
 
@@ -32,9 +32,16 @@ def sft_config(recipe):
     import torch
     from trl import SFTConfig
 
-    values = recipe.train.model_dump()
-    if values["bf16"] is None:
-        values["bf16"] = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    # Only ossft's own defaults and what the recipe changes: passing the deprecated alias
+    # gradient_checkpointing, even at its default value, makes transformers warn.
+    chosen = recipe.train.model_dump()
+    values = {k: chosen[k] for k in TRAIN_DEFAULTS if chosen[k] is not None or k == "bf16"}
+    values.update(recipe.train.model_dump(exclude_defaults=True))
+    gpu = torch.cuda.is_available()
+    if values.get("bf16") is None:
+        values["bf16"] = gpu and torch.cuda.is_bf16_supported()
+    if not gpu:
+        values.setdefault("dataloader_pin_memory", False)  # pinning needs an accelerator
     try:
         return SFTConfig(output_dir=recipe.output.dir, **values)
     except ValueError as exc:
@@ -48,7 +55,9 @@ def prepare_trainer(recipe, on_status=print):
     args = sft_config(recipe)
     tokenizer = model.load_tokenizer(recipe)
     tokenized = data.load_training_data(recipe, tokenizer)
-    on_status(f"data: {tokenized.rows} conversations, {tokenized.tokens:,} tokens, {tokenized.trained_tokens:,} trained")
+    on_status(
+        f"data: {tokenized.rows} conversations, {tokenized.tokens:,} tokens, {tokenized.trained_tokens:,} trained"
+    )
     network = model.apply_lora(model.load_model(recipe), recipe)
     trainable, total = model.parameter_counts(network)
     on_status(f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.2f}%)")

@@ -17,6 +17,7 @@ from ossft.errors import UserError
 
 Path_ = tuple[str | int, ...]
 
+
 class _Loader(yaml.SafeLoader):
     pass
 

@@ -1,0 +1,41 @@
+"""Shared fixtures: one tiny gpt-oss for the session, the repo root, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from ossft.tiny import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-gpt-oss")
+
+
+@pytest.fixture
+def quickstart_recipe():
+    from ossft.recipe import load_recipe
+
+    return load_recipe(REPO / "recipes" / "quickstart.yaml")
+
+
+@pytest.fixture
+def cli():
+    """Run `ossft ARGS...` in-process; returns click's Result (exit_code, stdout, stderr)."""
+    from ossft.cli import app
+
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return run
