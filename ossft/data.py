@@ -76,17 +76,29 @@ def check_messages(row: object, field: str, where: str) -> list[dict]:
     return messages
 
 
-def load_training_data(recipe, tokenizer) -> TokenizedData:
-    from datasets import Dataset
-
+def special_token_ids(tokenizer) -> dict[str, int]:
     special_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in harmony.SPECIAL_TOKENS}
     missing = [t for t, i in special_ids.items() if i is None or i == tokenizer.unk_token_id]
     if missing:
         raise UserError(f"the tokenizer lacks harmony's special tokens {missing}; use a gpt-oss tokenizer.")
+    return special_ids
+
+
+def text_encoder(tokenizer):
+    """Plain text -> ids. Text that merely looks like `<|return|>` stays text: only harmony.py
+    places control tokens, so a message quoting one cannot end a turn early."""
 
     def encode_text(text: str) -> list[int]:
-        return tokenizer.encode(text, add_special_tokens=False)
+        return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
 
+    return encode_text
+
+
+def load_training_data(recipe, tokenizer) -> TokenizedData:
+    from datasets import Dataset
+
+    special_ids = special_token_ids(tokenizer)
+    encode_text = text_encoder(tokenizer)
     columns: dict[str, list] = {"input_ids": [], "labels": []}
     tokens = trained_tokens = 0
     for source in recipe.data.datasets:

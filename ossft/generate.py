@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ossft import harmony
+from ossft.data import special_token_ids, text_encoder
 from ossft.errors import UserError
 
 
@@ -38,10 +39,8 @@ def generate(network, tokenizer, prompt: str, developer: str | None = None, max_
     messages = ([{"role": "developer", "content": developer}] if developer else []) + [
         {"role": "user", "content": prompt}
     ]
-    special_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in harmony.SPECIAL_TOKENS}
-    ids, _ = harmony.encode(
-        harmony.render_prompt(messages), lambda text: tokenizer.encode(text, add_special_tokens=False), special_ids
-    )
+    special_ids = special_token_ids(tokenizer)
+    ids, _ = harmony.encode(harmony.render_prompt(messages), text_encoder(tokenizer), special_ids)
     with torch.no_grad():
         output = network.generate(
             torch.tensor([ids]),

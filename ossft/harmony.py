@@ -102,7 +102,7 @@ def render_conversation(messages: list[dict], reasoning_effort: str = "medium") 
 
 def _assistant_answer(message: dict) -> list[Piece]:
     # The prompt ends at `<|start|>assistant`; the model writes the rest, the second header included.
-    pieces = [Piece(START), Piece("assistant")]
+    pieces = [Piece(START, True), Piece("assistant")]
     if message.get("thinking"):
         pieces += _message("assistant", message["thinking"], channel="analysis", trained=True)[2:]
         pieces += [Piece(START, True, True), Piece("assistant", False, True)]
@@ -119,7 +119,7 @@ def render_prompt(messages: list[dict], reasoning_effort: str = "medium") -> lis
             content = "# Instructions\n\n" + content
         channel = "final" if message["role"] == "assistant" else None
         pieces += _message(message["role"], content, channel=channel)
-    return _merge(pieces + [Piece(START), Piece("assistant")])
+    return _merge(pieces + [Piece(START, True), Piece("assistant")])
 
 
 def _merge(pieces: Iterable[Piece]) -> list[Piece]:

@@ -7,9 +7,11 @@ parameters (`gate_up_proj` [E, H, 2I], `down_proj` [E, I, H]), not one Linear pe
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from ossft.errors import UserError
+from ossft.recipe import ATTENTION_PROJECTIONS
 
 EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 
@@ -84,17 +86,28 @@ def lora_config(recipe, num_layers: int):
     )
 
 
+def check_target_modules(model, names: list[str]) -> None:
+    # PEFT raises on an unmatched target_modules entry only when nothing else matched; with expert
+    # target_parameters set it merely warns, and a typo would silently train the experts alone.
+    module_names = [name for name, _ in model.named_modules()]
+    leaves = sorted({name.rsplit(".", 1)[-1] for name in module_names})
+    for wanted in names:
+        if not any(name == wanted or name.endswith("." + wanted) for name in module_names):
+            close = difflib.get_close_matches(wanted, leaves, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise UserError(
+                f"lora.target_modules: '{wanted}' matches no module of this model.{hint} "
+                f"gpt-oss's attention projections are {', '.join(ATTENTION_PROJECTIONS)}."
+            )
+
+
 def apply_lora(model, recipe):
     from peft import get_peft_model
 
     if recipe.lora is None:
         return model
-    try:
-        return get_peft_model(model, lora_config(recipe, model.config.num_hidden_layers))
-    except ValueError as exc:
-        if "not found in the base model" in str(exc) or "Target modules" in str(exc):
-            raise UserError(f"lora.target_modules: {exc}") from exc
-        raise
+    check_target_modules(model, recipe.lora.target_modules)
+    return get_peft_model(model, lora_config(recipe, model.config.num_hidden_layers))
 
 
 def parameter_counts(model) -> tuple[int, int]:
