@@ -121,6 +121,53 @@ def train(recipe: RecipeArg, set_: SetOpt = None):
     console.print(summary_table(summary))
 
 
+@app.command("inspect-data")
+@user_errors
+def inspect_data(
+    recipe: RecipeArg,
+    rows: Annotated[int | None, typer.Option(min=1, help="Rows to show (default: 3; with --json, all).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per training example.")] = False,
+    set_: SetOpt = None,
+):
+    """Show the rendered examples with the trained spans highlighted, then the data totals.
+
+    Example: ossft inspect-data recipes/quickstart.yaml --rows 2
+    """
+    from ossft import inspect_data as show
+    from ossft.model import load_tokenizer
+    from ossft.recipe import load_recipe
+
+    resolved = load_recipe(recipe, set_ or [])
+    tokenizer = load_tokenizer(resolved)
+    if as_json:
+        for line in show.json_lines(show.example_records(resolved, tokenizer, rows)):
+            sys.stdout.write(line + "\n")
+        return
+    for record in show.example_records(resolved, tokenizer, rows or 3):
+        console.rule(f"{record['source']} row {record['row']} ({record['tokens']} tokens)")
+        console.print(show.highlighted(record), highlight=False)
+    console.print(show.totals_table(show.full_stats(resolved, tokenizer)))
+
+
+@app.command()
+@user_errors
+def preprocess(recipe: RecipeArg, set_: SetOpt = None):
+    """Tokenize the recipe's data into the cache now (e.g. once before a multi-node run).
+
+    Example: ossft preprocess recipes/quickstart.yaml --set data.num_proc=8
+    """
+    from ossft import inspect_data as show
+    from ossft.model import load_tokenizer
+    from ossft.prepare import prepare_data
+    from ossft.recipe import load_recipe
+
+    resolved = load_recipe(recipe, set_ or [])
+    prepared = prepare_data(resolved, load_tokenizer(resolved))
+    console.print(show.totals_table(prepared.stats))
+    state = "already cached" if prepared.from_cache else "cached"
+    console.print(f"{state}: [bold]{prepared.cache_path}[/]")
+
+
 @app.command()
 @user_errors
 def generate(
@@ -139,10 +186,10 @@ def generate(
     Example: ossft generate outputs/quickstart --prompt "Quelle est la capitale de l'Italie ?"
     """
     from ossft.generate import generate as run_generate
-    from ossft.generate import load_for_generation
+    from ossft.generate import load_for_generation, system_block_of
 
     network, tokenizer = load_for_generation(model_dir, base)
-    result = run_generate(network, tokenizer, prompt, developer, max_new_tokens)
+    result = run_generate(network, tokenizer, prompt, developer, max_new_tokens, system_block_of(model_dir))
     console.print(f"[bold]user:[/] {prompt}")
     for channel, text in result["channels"].items():
         console.print(f"[bold]{channel}:[/] {text}", highlight=False)

@@ -1,79 +1,171 @@
-"""Datasets: read conversation files, check each row, render with harmony.py, tokenize.
+"""Datasets -> tokenized training examples: load, check rows, render, tokenize, mask, fit the length.
 
 The result is a pre-tokenized `datasets.Dataset` with `input_ids` and `labels` (-100 where the loss
-does not train), which TRL's SFTTrainer takes as it is: the chat template never touches our data.
+does not train), which TRL's SFTTrainer takes as it is. Rendering is harmony.py (default) or the
+tokenizer's own chat template; masks come from masks.py, the same rule for both.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
+import multiprocessing
+import os
+from dataclasses import dataclass, field
 
-from ossft import harmony
+from ossft import chat, harmony, masks, rows, sources
 from ossft.errors import UserError
 
-ROLES = ("developer", "user", "assistant")
 IGNORE = -100  # the label value PyTorch's cross-entropy skips
 
 
 @dataclass
-class TokenizedData:
-    dataset: object  # datasets.Dataset
-    rows: int
-    tokens: int
-    trained_tokens: int
+class Job:
+    """One training example to tokenize, and where it came from."""
+
+    source: str
+    row: int
+    train_all_turns: bool
+    pieces: list | None = None  # harmony: the rendered pieces
+    template: dict | None = None  # template mode: messages and template kwargs
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"dataset not found: {path}. Check data.datasets[].path in the recipe (paths are relative to the current folder)."
-        )
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
+@dataclass
+class Tokenized:
+    source: str
+    row: int
+    input_ids: list[int]
+    trained: list[bool]
+
+
+@dataclass
+class DataStats:
+    rows: int = 0
+    rows_skipped: int = 0
+    skipped: list[str] = field(default_factory=list)  # the first few reasons, for the summary
+    examples: int = 0
+    dropped_too_long: int = 0
+    truncated: int = 0
+    untrained_cut_turns: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    eval_examples: int = 0
+    length_percentiles: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows -> jobs
+
+
+def row_fields(source) -> rows.Fields:
+    return rows.Fields(
+        messages=source.field_messages,
+        thinking=source.field_thinking,
+        tools=source.field_tools,
+        reasoning_effort=source.field_reasoning_effort,
+        prompt=source.field_prompt,
+        completion=source.field_completion,
+    )
+
+
+def source_spec(source) -> sources.SourceSpec:
+    return sources.SourceSpec(path=source.path, name=source.name, split=source.split, sample=source.sample)
+
+
+def system_block(recipe) -> harmony.SystemBlock:
+    s = recipe.data.system
+    return harmony.SystemBlock(s.model_identity, s.knowledge_cutoff, s.current_date, s.reasoning_effort)
+
+
+def parsed_rows(recipe, stats: DataStats) -> list[tuple[str, int, rows.ChatRow]]:
+    """Every usable row of every dataset, checked; bad rows raise or are counted, as the recipe says."""
+    kept = []
+    for source in recipe.data.datasets:
+        loaded = sources.load_rows(source_spec(source), recipe.data.seed)
+        fields = row_fields(source)
+        for index, row in zip(loaded.indexes, loaded.rows):
+            stats.rows += 1
+            try:
+                kept.append((loaded.source, index, rows.parse_row(row, source.format, fields)))
+            except rows.RowError as exc:
+                where = f"{loaded.source} row {index}, {exc}"
+                if recipe.data.on_bad_row == "error":
+                    raise UserError(f"{where}. Fix the row, or set data.on_bad_row: skip to leave such rows out.") from exc
+                stats.rows_skipped += 1
+                if len(stats.skipped) < 5:
+                    stats.skipped.append(where)
+    return kept
+
+
+def jobs_for_row(recipe, source: str, index: int, row: rows.ChatRow, system: harmony.SystemBlock) -> list[Job]:
+    data = recipe.data
+    if data.chat_format == "harmony":
         try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}).") from exc
-        if not isinstance(rows, list):
-            raise UserError(f"{path}: a .json dataset must hold a list of rows.")
-        return rows
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+            conversation = chat.to_conversation(row, system)
+        except rows.RowError as exc:
+            raise UserError(f"{source} row {index}, {exc}.") from exc
+        return [
+            Job(source, index, example.train_all_turns, pieces=harmony.render_example(example))
+            for example in harmony.training_examples(conversation, data.thinking, data.train_on)
+        ]
+    messages = chat.to_template_messages(row)
+    kwargs = {"reasoning_effort": row.reasoning_effort or system.reasoning_effort, "model_identity": system.model_identity}
+    if row.tools:
+        kwargs["tools"] = row.tools
+    ends = [i + 1 for i, m in enumerate(messages) if m["role"] == "assistant" and (i + 1 == len(messages) or messages[i + 1]["role"] != "assistant")]
+    if data.thinking == "keep_all" or data.train_on == "last_turn":
+        ends = ends[-1:]
+    all_turns = data.thinking == "keep_all" and data.train_on == "all_turns"
+    return [Job(source, index, all_turns, template={"messages": messages[:end], **kwargs}) for end in ends]
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs -> token ids and masks
+
+
+class Encoder:
+    """Tokenizes jobs. Control tokens come only from the renderer: text that merely looks like
+    `<|start|>` stays text (split_special_tokens), so a data row cannot forge message structure."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.special_ids = special_token_ids(tokenizer)
+        self.parser = masks.StreamParser(self.special_ids, lambda ids: tokenizer.decode(ids))
+
+    def encode_texts(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def run(self, jobs: list[Job]) -> list[Tokenized]:
+        texts = [p.text for job in jobs if job.pieces for p in job.pieces if not p.special]
+        encoded = iter(self.encode_texts(texts))
+        out = []
+        for job in jobs:
+            ids = self.template_ids(job.template) if job.pieces is None else self.piece_ids(job.pieces, encoded)
+            out.append(Tokenized(job.source, job.row, ids, masks.trained_mask(ids, self.parser, job.train_all_turns)))
+        return out
+
+    def piece_ids(self, pieces, encoded_texts) -> list[int]:
+        ids: list[int] = []
+        for piece in pieces:
+            if piece.special:
+                ids.append(self.special_ids[piece.text])
+            else:
+                ids.extend(next(encoded_texts))
+        return ids
+
+    def template_ids(self, template: dict) -> list[int]:
+        guarded, literals = _guard_special_text(template, harmony.SPECIAL_TOKENS)
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise UserError(
-                f"{path} line {number}: not valid JSON ({exc.msg}). Each line of a .jsonl file is one JSON object."
-            ) from exc
-    return rows
-
-
-def check_messages(row: object, field: str, where: str) -> list[dict]:
-    """The row's messages, or a UserError naming the row and field that does not fit."""
-    if not isinstance(row, dict) or field not in row:
-        raise UserError(
-            f"{where}: no '{field}' field. Each row needs a list of chat messages there (set field_messages if it has another name)."
-        )
-    messages = row[field]
-    if not isinstance(messages, list) or not messages:
-        raise UserError(f"{where}: '{field}' must be a non-empty list of messages.")
-    for index, message in enumerate(messages):
-        at = f"{where}, {field}[{index}]"
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            role = message.get("role") if isinstance(message, dict) else message
-            raise UserError(f"{at}: role {role!r} is not one of {', '.join(ROLES)}.")
-        if not isinstance(message.get("content"), str) or not message["content"]:
-            raise UserError(f"{at}: 'content' must be a non-empty string.")
-        if "thinking" in message and not isinstance(message["thinking"], str):
-            raise UserError(f"{at}: 'thinking' must be a string.")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise UserError(f"{where}: no assistant message, so nothing to train on.")
-    return messages
+            text = self.tokenizer.apply_chat_template(
+                guarded["messages"], tokenize=False, add_generation_prompt=False, **{k: v for k, v in guarded.items() if k != "messages"}
+            )
+        except Exception as exc:  # jinja raises its own errors for what the template does not support
+            raise UserError(f"the tokenizer's chat template failed on a row: {exc}. Use data.chat_format: harmony.") from exc
+        ids: list[int] = []
+        for chunk, literal in _split_guarded(text, literals):
+            ids += self.tokenizer.encode(chunk, add_special_tokens=False) if chunk else []
+            ids += self.encode_texts([literal])[0] if literal else []
+        return ids
 
 
 def special_token_ids(tokenizer) -> dict[str, int]:
@@ -85,8 +177,7 @@ def special_token_ids(tokenizer) -> dict[str, int]:
 
 
 def text_encoder(tokenizer):
-    """Plain text -> ids. Text that merely looks like `<|return|>` stays text: only harmony.py
-    places control tokens, so a message quoting one cannot end a turn early."""
+    """Plain text -> ids, never producing a control token (see Encoder)."""
 
     def encode_text(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
@@ -94,23 +185,92 @@ def text_encoder(tokenizer):
     return encode_text
 
 
-def load_training_data(recipe, tokenizer) -> TokenizedData:
-    from datasets import Dataset
+# Private-use characters stand in for special-token look-alikes while a Jinja template renders.
+_GUARD = 0xE000
 
-    special_ids = special_token_ids(tokenizer)
-    encode_text = text_encoder(tokenizer)
-    columns: dict[str, list] = {"input_ids": [], "labels": []}
-    tokens = trained_tokens = 0
-    for source in recipe.data.datasets:
-        for index, row in enumerate(read_rows(source.path)):
-            messages = check_messages(row, source.field_messages, f"{source.path} row {index}")
-            pieces = harmony.render_conversation(messages, recipe.data.reasoning_effort)
-            ids, trained = harmony.encode(pieces, encode_text, special_ids)
-            columns["input_ids"].append(ids)
-            columns["labels"].append([t if keep else IGNORE for t, keep in zip(ids, trained)])
-            tokens += len(ids)
-            trained_tokens += sum(trained)
-    if trained_tokens == 0:
-        raise UserError("the datasets hold no trained token: every row is empty or masked.")
-    dataset = Dataset.from_dict(columns).shuffle(seed=recipe.data.seed)
-    return TokenizedData(dataset, len(dataset), tokens, trained_tokens)
+
+def _guard_special_text(value, specials, literals=None):
+    literals = [] if literals is None else literals
+    if isinstance(value, str):
+        for token in specials:
+            while token in value:
+                literals.append(token)
+                value = value.replace(token, chr(_GUARD + len(literals) - 1), 1)
+        return value, literals
+    if isinstance(value, dict):
+        return {k: _guard_special_text(v, specials, literals)[0] for k, v in value.items()}, literals
+    if isinstance(value, list):
+        return [_guard_special_text(v, specials, literals)[0] for v in value], literals
+    return value, literals
+
+
+def _split_guarded(text: str, literals: list[str]):
+    """(template text, literal) pairs, in order, the literal standing where its guard was."""
+    chunk = []
+    for char in text:
+        code = ord(char) - _GUARD
+        if 0 <= code < len(literals):
+            yield "".join(chunk), literals[code]
+            chunk = []
+        else:
+            chunk.append(char)
+    yield "".join(chunk), ""
+
+
+def tokenize_jobs(jobs: list[Job], tokenizer, num_proc: int = 1) -> list[Tokenized]:
+    if num_proc <= 1 or len(jobs) < 2 * num_proc:
+        return Encoder(tokenizer).run(jobs)
+    # Rust's own thread pool and fork do not mix; the workers are the parallelism here.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    chunk = -(-len(jobs) // (num_proc * 4))
+    parts = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
+    with multiprocessing.get_context("fork").Pool(num_proc, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+        return [t for part in pool.map(_run_worker, parts) for t in part]
+
+
+_worker_encoder: Encoder | None = None
+
+
+def _init_worker(tokenizer) -> None:
+    global _worker_encoder
+    _worker_encoder = Encoder(tokenizer)
+
+
+def _run_worker(jobs: list[Job]) -> list[Tokenized]:
+    return _worker_encoder.run(jobs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Length
+
+
+def fit_length(examples: list[Tokenized], max_length: int | None, truncation: str, stats: DataStats) -> list[Tokenized]:
+    """Drop (default) or cut examples over max_length. A trained turn cut before its terminator is
+    left untrained, counted in `untrained_cut_turns`: learning half a turn would teach the model to
+    stop mid-answer at the cut. An example left with nothing trained is dropped."""
+    kept = []
+    for example in examples:
+        if max_length is not None and len(example.input_ids) > max_length:
+            if truncation == "drop":
+                stats.dropped_too_long += 1
+                continue
+            runs = masks.trained_runs(example.trained)
+            trained = example.trained[:max_length]
+            for start, end in runs:
+                if start < max_length < end:
+                    trained[start:max_length] = [False] * (max_length - start)
+                    stats.untrained_cut_turns += 1
+            example = Tokenized(example.source, example.row, example.input_ids[:max_length], trained)
+            stats.truncated += 1
+        if not any(example.trained):
+            stats.dropped_too_long += 1
+            continue
+        kept.append(example)
+    return kept
+
+
+def percentiles(lengths: list[int]) -> dict:
+    if not lengths:
+        return {}
+    ordered = sorted(lengths)
+    return {f"p{q}": ordered[min(len(ordered) - 1, (len(ordered) * q) // 100)] for q in (50, 90, 99, 100)}

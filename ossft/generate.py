@@ -33,14 +33,31 @@ def load_for_generation(model_dir: str | Path, base: str | None = None):
     return network.eval(), tokenizer
 
 
-def generate(network, tokenizer, prompt: str, developer: str | None = None, max_new_tokens: int = 96) -> dict:
+def system_block_of(model_dir: str | Path) -> harmony.SystemBlock:
+    """The system message the model was trained with (from the run's recipe copy), else the default."""
+    recipe_copy = Path(model_dir) / "recipe.yaml"
+    if not recipe_copy.is_file():
+        return harmony.SystemBlock()
+    from ossft.data import system_block
+    from ossft.recipe import load_recipe
+
+    return system_block(load_recipe(recipe_copy))
+
+
+def generate(
+    network,
+    tokenizer,
+    prompt: str,
+    developer: str | None = None,
+    max_new_tokens: int = 96,
+    system: harmony.SystemBlock | None = None,
+) -> dict:
     import torch
 
-    messages = ([{"role": "developer", "content": developer}] if developer else []) + [
-        {"role": "user", "content": prompt}
-    ]
+    conversation = harmony.Conversation((harmony.Message("user", prompt),), system or harmony.SystemBlock(), developer)
+    pieces = harmony.render(conversation.header_messages() + list(conversation.messages), generation_prompt=True)
     special_ids = special_token_ids(tokenizer)
-    ids, _ = harmony.encode(harmony.render_prompt(messages), text_encoder(tokenizer), special_ids)
+    ids = harmony.encode(pieces, text_encoder(tokenizer), special_ids)
     with torch.no_grad():
         output = network.generate(
             torch.tensor([ids]),

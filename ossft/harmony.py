@@ -1,18 +1,18 @@
-"""The harmony chat format of gpt-oss: a conversation -> pieces of text, each marked trained or not.
+"""The harmony chat format of gpt-oss, rendered as openai-harmony renders it (and vLLM serves it).
 
 Pure Python on purpose (no torch, no transformers): what the model trains on can be read and tested
-as text. `data.py` turns pieces into token ids with whatever tokenizer the model has.
+as text. A conversation becomes a list of `Piece`s, each either a special token or a run of plain
+text; `data.py` turns pieces into token ids, and `masks.py` decides from those ids what is trained.
 
-What the model writes in a turn is everything after the prompt's `<|start|>assistant`, up to and
-including the token that ends the turn (`<|return|>` for the final answer). That is the trained part.
-Earlier assistant turns are context only and appear as a served model would see them: the final
-answer alone, since harmony drops an answered turn's analysis from later prompts.
+Training examples follow what a server shows the model (see `training_examples`): a turn's analysis
+is visible while the turn is being written (tool calls included) and gone once the turn has ended
+in a final answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 # gpt-oss's special tokens in id order (199998..200018 in the real o200k_harmony vocabulary).
 SPECIAL_TOKENS = (
@@ -38,96 +38,139 @@ SPECIAL_TOKENS = (
     "<|reserved_200017|>",
     "<|endofprompt|>",
 )
-START, END, MESSAGE, CHANNEL, RETURN, CALL = (
-    "<|start|>",
-    "<|end|>",
-    "<|message|>",
-    "<|channel|>",
-    "<|return|>",
-    "<|call|>",
-)
+START, END, MESSAGE, CHANNEL = "<|start|>", "<|end|>", "<|message|>", "<|channel|>"
+RETURN, CALL, CONSTRAIN = "<|return|>", "<|call|>", "<|constrain|>"
+TERMINATORS = (END, CALL, RETURN)
 # Sampling stops at these when the assistant hands control back (openai-harmony's assistant-action stops).
 STOP_TOKENS = (RETURN, CALL)
 
 MODEL_IDENTITY = "You are ChatGPT, a large language model trained by OpenAI."
 KNOWLEDGE_CUTOFF = "2024-06"
+CHANNELS = ("analysis", "commentary", "final")
 
 
 @dataclass(frozen=True)
 class Piece:
     text: str
     special: bool = False
-    trained: bool = False
 
 
-def system_message(reasoning_effort: str = "medium", current_date: str | None = None) -> str:
-    # No date unless asked: a render that changes daily cannot be cached or compared.
-    date = f"\nCurrent date: {current_date}" if current_date else ""
-    return (
-        f"{MODEL_IDENTITY}\nKnowledge cutoff: {KNOWLEDGE_CUTOFF}{date}\n\n"
-        f"Reasoning: {reasoning_effort}\n\n"
-        "# Valid channels: analysis, commentary, final. Channel must be included for every message."
-    )
+@dataclass(frozen=True)
+class Message:
+    """One harmony message. `author` names a tool ("functions.get_weather") for tool results."""
+
+    role: str  # system | developer | user | assistant | tool
+    content: str
+    channel: str | None = None
+    recipient: str | None = None  # "functions.NAME" for a tool call, "assistant" for a tool result
+    content_type: str | None = None  # "<|constrain|>json" for a function call's arguments
+    author: str | None = None
+    # The format allows the recipient in the channel part too ("<|channel|>commentary to=X"); the
+    # model writes it there at times. openai-harmony renders it after the role, our default.
+    recipient_in_channel: bool = False
+
+    @property
+    def is_tool_call(self) -> bool:
+        return self.role == "assistant" and self.recipient is not None
+
+    @property
+    def is_final(self) -> bool:
+        return self.role == "assistant" and self.channel == "final" and self.recipient is None
 
 
-def _message(role: str, content: str, channel: str | None = None, end: str = END, trained: bool = False) -> list[Piece]:
-    header = [Piece(START, True, False), Piece(role, False, False)]
-    body = []
-    if channel:
-        body += [Piece(CHANNEL, True, trained), Piece(channel, False, trained)]
-    body += [Piece(MESSAGE, True, trained), Piece(content, False, trained), Piece(end, True, trained)]
-    return header + body
+@dataclass(frozen=True)
+class SystemBlock:
+    """The harmony system message: set by the recipe, not by the data (a row may change the effort)."""
+
+    model_identity: str = MODEL_IDENTITY
+    knowledge_cutoff: str = KNOWLEDGE_CUTOFF
+    current_date: str | None = None  # no date unless asked: a render that changes daily cannot be cached
+    reasoning_effort: str = "medium"
+    channels: tuple[str, ...] = CHANNELS
 
 
-def render_conversation(messages: list[dict], reasoning_effort: str = "medium") -> list[Piece]:
-    """Harmony pieces for a chat whose last message is the assistant answer to learn.
+@dataclass(frozen=True)
+class Conversation:
+    """A chat in harmony terms: system block, developer instructions and tools, then the messages."""
 
-    `messages`: dicts with `role` (developer, user, assistant) and `content`; assistant messages may
-    carry `thinking`. Only the last assistant message is trained.
-    """
-    last_assistant = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    pieces = _message("system", system_message(reasoning_effort))
-    for index, message in enumerate(messages[: last_assistant + 1]):
-        role = message["role"]
-        if role == "developer":
-            pieces += _message("developer", "# Instructions\n\n" + message["content"])
-        elif role == "user":
-            pieces += _message("user", message["content"])
-        elif index < last_assistant:
-            pieces += _message("assistant", message["content"], channel="final")
+    messages: tuple[Message, ...]
+    system: SystemBlock = field(default_factory=SystemBlock)
+    instructions: str | None = None
+    tools_section: str | None = None  # "# Tools\n\n## functions ..." (harmony_tools.py)
+
+    def header_messages(self) -> list[Message]:
+        header = [Message("system", system_content(self.system, functions=bool(self.tools_section)))]
+        developer = developer_content(self.instructions, self.tools_section)
+        if developer is not None:
+            header.append(Message("developer", developer))
+        return header
+
+
+def system_content(block: SystemBlock, functions: bool = False) -> str:
+    lines = [block.model_identity, f"Knowledge cutoff: {block.knowledge_cutoff}"]
+    if block.current_date:
+        lines.append(f"Current date: {block.current_date}")
+    text = "\n".join(lines) + f"\n\nReasoning: {block.reasoning_effort}\n\n"
+    text += f"# Valid channels: {', '.join(block.channels)}. Channel must be included for every message."
+    if functions:
+        text += "\nCalls to these tools must go to the commentary channel: 'functions'."
+    return text
+
+
+def developer_content(instructions: str | None, tools_section: str | None) -> str | None:
+    parts = []
+    if instructions:
+        parts.append(f"# Instructions\n\n{instructions}")
+    if tools_section:
+        parts.append(tools_section)
+    return "\n\n".join(parts) if parts else None
+
+
+def render_message(message: Message, terminator: str = END) -> list[Piece]:
+    header = message.author or message.role
+    recipient = f" to={message.recipient}" if message.recipient else ""
+    pieces = [Piece(START, True), Piece(header + ("" if message.recipient_in_channel else recipient))]
+    if message.channel:
+        channel = message.channel + (recipient if message.recipient_in_channel else "")
+        pieces += [Piece(CHANNEL, True), Piece(channel)]
+    if message.content_type:
+        # "<|constrain|>json" is a special token followed by text; any other type is plain text.
+        if message.content_type.startswith(CONSTRAIN):
+            pieces += [Piece(" "), Piece(CONSTRAIN, True), Piece(message.content_type[len(CONSTRAIN) :])]
         else:
-            pieces += _assistant_answer(message)
-    return _merge(pieces)
-
-
-def _assistant_answer(message: dict) -> list[Piece]:
-    # The prompt ends at `<|start|>assistant`; the model writes the rest, the second header included.
-    pieces = [Piece(START, True), Piece("assistant")]
-    if message.get("thinking"):
-        pieces += _message("assistant", message["thinking"], channel="analysis", trained=True)[2:]
-        pieces += [Piece(START, True, True), Piece("assistant", False, True)]
-    pieces += _message("assistant", message["content"], channel="final", end=RETURN, trained=True)[2:]
+            pieces.append(Piece(" " + message.content_type))
+    pieces += [Piece(MESSAGE, True), Piece(message.content), Piece(terminator, True)]
     return pieces
 
 
-def render_prompt(messages: list[dict], reasoning_effort: str = "medium") -> list[Piece]:
-    """Pieces that ask the model for its next assistant turn (for generation)."""
-    pieces = _message("system", system_message(reasoning_effort))
-    for message in messages:
-        content = message["content"]
-        if message["role"] == "developer":
-            content = "# Instructions\n\n" + content
-        channel = "final" if message["role"] == "assistant" else None
-        pieces += _message(message["role"], content, channel=channel)
-    return _merge(pieces + [Piece(START, True), Piece("assistant")])
+def terminator_of(message: Message, last: bool) -> str:
+    """`<|call|>` ends a tool call; `<|return|>` ends the final answer that closes a training example."""
+    if message.is_tool_call:
+        return CALL
+    if last and message.is_final:
+        return RETURN
+    return END
+
+
+def render(messages: Iterable[Message], for_training: bool = False, generation_prompt: bool = False) -> list[Piece]:
+    """Pieces for the messages in order. `for_training`: the last final answer ends in `<|return|>`."""
+    messages = list(messages)
+    pieces: list[Piece] = []
+    for index, message in enumerate(messages):
+        pieces += render_message(message, terminator_of(message, for_training and index == len(messages) - 1))
+    if generation_prompt:
+        pieces += [Piece(START, True), Piece("assistant")]
+    return _merge(pieces)
 
 
 def _merge(pieces: Iterable[Piece]) -> list[Piece]:
-    """Join neighbouring plain-text pieces with the same mask, so each text run is tokenized whole."""
+    """Join neighbouring plain-text pieces, so each text run is tokenized whole."""
     merged: list[Piece] = []
     for piece in pieces:
-        if merged and not piece.special and not merged[-1].special and merged[-1].trained == piece.trained:
-            merged[-1] = Piece(merged[-1].text + piece.text, False, piece.trained)
+        if not piece.text:
+            continue
+        if merged and not piece.special and not merged[-1].special:
+            merged[-1] = Piece(merged[-1].text + piece.text)
         else:
             merged.append(piece)
     return merged
@@ -137,28 +180,100 @@ def to_text(pieces: Iterable[Piece]) -> str:
     return "".join(p.text for p in pieces)
 
 
+# ---------------------------------------------------------------------------------------------
+# Training examples
+
+
+def assistant_turns(messages: tuple[Message, ...] | list[Message]) -> list[tuple[int, int]]:
+    """[start, end) of each run of consecutive assistant messages: a user or tool message ends a turn."""
+    turns, start = [], None
+    for index, message in enumerate(messages):
+        if message.role == "assistant" and start is None:
+            start = index
+        elif message.role != "assistant" and start is not None:
+            turns.append((start, index))
+            start = None
+    if start is not None:
+        turns.append((start, len(messages)))
+    return turns
+
+
+@dataclass(frozen=True)
+class Example:
+    """Messages to render for training, and whether every assistant turn in it is trained or the last."""
+
+    messages: tuple[Message, ...]
+    train_all_turns: bool
+
+
+def training_examples(conversation: Conversation, thinking: str = "per_turn", train_on: str = "all_turns") -> list[Example]:
+    """The training examples of one conversation.
+
+    thinking "per_turn": one example per trained assistant turn, in the context a server gives it:
+      analysis that came before a final answer is gone, the trained turn keeps all of its own (so
+      does an unfinished tool-calling turn before it). openai-harmony's `auto_drop_analysis` drops
+      analysis before the *first* final, which would strip a one-turn example of its reasoning.
+    thinking "keep_all": one example, every turn with its analysis (cheaper: each token once).
+    train_on "all_turns" or "last_turn": which assistant turns are trained.
+    """
+    messages = conversation.messages
+    turns = assistant_turns(messages)
+    if not turns:
+        return []
+    header = tuple(conversation.header_messages())
+    if thinking == "keep_all":
+        end = turns[-1][1]
+        return [Example(header + tuple(messages[:end]), train_all_turns=train_on == "all_turns")]
+    chosen = turns if train_on == "all_turns" else turns[-1:]
+    return [Example(header + _context_for_turn(messages, start, end), train_all_turns=False) for start, end in chosen]
+
+
+def _context_for_turn(messages: tuple[Message, ...], start: int, end: int) -> tuple[Message, ...]:
+    return tuple(visible_history(messages[:start])) + messages[start:end]
+
+
+def visible_history(messages: Iterable[Message]) -> list[Message]:
+    """What a server shows the model of earlier messages: analysis that a final answer followed is
+    gone; analysis of a turn still calling tools stays."""
+    messages = list(messages)
+    return [
+        m
+        for i, m in enumerate(messages)
+        if not (m.role == "assistant" and m.channel == "analysis" and any(n.is_final for n in messages[i + 1 :]))
+    ]
+
+
+def render_example(example: Example) -> list[Piece]:
+    return render(example.messages, for_training=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding and parsing
+
+
 def encode(
     pieces: Iterable[Piece], encode_text: Callable[[str], list[int]], special_ids: dict[str, int]
-) -> tuple[list[int], list[bool]]:
-    """Token ids and, per id, whether the loss trains on it."""
+) -> list[int]:
     ids: list[int] = []
-    trained: list[bool] = []
     for piece in pieces:
-        piece_ids = [special_ids[piece.text]] if piece.special else encode_text(piece.text)
-        ids += piece_ids
-        trained += [piece.trained] * len(piece_ids)
-    return ids, trained
+        ids += [special_ids[piece.text]] if piece.special else encode_text(piece.text)
+    return ids
 
 
 def parse_completion(text: str) -> dict[str, str]:
-    """Split a generated assistant turn (special tokens kept) into its channels' texts."""
+    """Split a generated assistant turn (special tokens kept as text) into its channels' texts."""
     channels: dict[str, str] = {}
     for message in text.split(START):
-        if CHANNEL not in message or MESSAGE not in message:
+        header, sep, body = message.partition(MESSAGE)
+        if not sep or CHANNEL not in header:
             continue
-        header, _, body = message.partition(MESSAGE)
-        channel = header.split(CHANNEL, 1)[1].split()[0] if header.split(CHANNEL, 1)[1].split() else ""
-        for stop in (END, RETURN, CALL):
+        words = header.split(CHANNEL, 1)[1].split()
+        channel = words[0] if words else ""
+        for stop in TERMINATORS:
             body = body.split(stop, 1)[0]
         channels[channel] = channels.get(channel, "") + body
     return channels
+
+
+def with_effort(conversation: Conversation, effort: str | None) -> Conversation:
+    return conversation if effort is None else replace(conversation, system=replace(conversation.system, reasoning_effort=effort))

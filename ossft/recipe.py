@@ -79,15 +79,50 @@ class LoraSection(Section):
 
 
 class DatasetSource(Section):
-    path: str = Field(description="A .jsonl / .json file with one conversation per row.")
-    format: Literal["messages"] = "messages"
+    path: str = Field(description="A file (.jsonl .json .parquet .csv), a folder, a glob, a save_to_disk folder, or a Hub id.")
+    name: str | None = Field(None, description="Hub dataset config name.")
+    split: str = "train"
+    format: Literal["auto", "messages", "multilingual_thinking", "prompt_completion"] = "auto"
+    sample: Annotated[float, Field(gt=0, lt=1)] | Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Keep a fraction (0..1) or a number of rows, chosen with data.seed."
+    )
     field_messages: str = "messages"
+    field_thinking: str = "thinking"
+    field_tools: str = "tools"
+    field_reasoning_effort: str = "reasoning_effort"
+    field_prompt: str = "prompt"
+    field_completion: str = "completion"
+
+
+class SystemSection(Section):
+    """The harmony system message. No date unless set: renders stay reproducible."""
+
+    model_identity: str = "You are ChatGPT, a large language model trained by OpenAI."
+    knowledge_cutoff: str = "2024-06"
+    current_date: str | None = None
+    reasoning_effort: Literal["low", "medium", "high"] = "medium"
 
 
 class DataSection(Section):
     datasets: list[DatasetSource] = Field(min_length=1)
-    reasoning_effort: Literal["low", "medium", "high"] = "medium"
+    chat_format: Literal["harmony", "template"] = Field(
+        "harmony", description="harmony: ossft's renderer (what vLLM serves); template: the tokenizer's Jinja template."
+    )
+    system: SystemSection = Field(default_factory=SystemSection)
+    thinking: Literal["per_turn", "keep_all"] = Field(
+        "per_turn", description="per_turn: one example per trained turn, as a server shows it; keep_all: one example, every analysis kept."
+    )
+    train_on: Literal["all_turns", "last_turn"] = "all_turns"
+    on_bad_row: Literal["error", "skip"] = "error"
+    truncation: Literal["drop", "right"] = Field(
+        "drop", description="Examples longer than train.max_length: drop them (counted) or cut them."
+    )
+    val_set_size: Annotated[float, Field(ge=0, lt=1)] | Annotated[int, Field(ge=1)] = Field(
+        0, description="Eval split: a fraction (0..1) or a number of rows."
+    )
     seed: int = 42
+    num_proc: int = Field(1, ge=1, description="Processes for tokenization.")
+    cache_dir: str | None = Field(None, description="Tokenized-data cache; default $OSSFT_CACHE or ~/.cache/ossft/data.")
 
 
 class OutputSection(Section):
@@ -162,7 +197,8 @@ def train_section_model() -> type[BaseModel]:
         else:
             default = f.default_factory()
         help_text = (f.metadata or {}).get("help")
-        field_type = _strict_type(f.type)
+        choices = (f.metadata or {}).get("choices")
+        field_type = Literal[tuple(choices)] if choices and f.type is str else _strict_type(f.type)
         if default is None and field_type is not Any:
             field_type = field_type | None
         fields[f.name] = (field_type, Field(default, description=help_text, **TRAIN_BOUNDS.get(f.name, {})))

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ossft.errors import UserError
-from ossft.harmony import SPECIAL_TOKENS, render_conversation
+from ossft import chat, harmony, rows
+from ossft.harmony import SPECIAL_TOKENS
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "examples" / "data" / "chat_multilingual.jsonl"
 
@@ -93,8 +94,9 @@ def _corpus_texts(corpus: Path):
     """Plain-text runs of each conversation rendered in harmony (special tokens are not BPE material)."""
     for line in corpus.read_text(encoding="utf-8").splitlines():
         if line.strip():
-            messages = json.loads(line)["messages"]
-            yield from (p.text for p in render_conversation(messages) if not p.special)
+            conversation = chat.to_conversation(rows.parse_row(json.loads(line)), harmony.SystemBlock())
+            for example in harmony.training_examples(conversation, thinking="keep_all"):
+                yield from (p.text for p in harmony.render_example(example) if not p.special)
 
 
 def build_model(spec: TinySpec, vocab_size: int, tokenizer):

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ossft import data, model
+from ossft import model, prepare
 from ossft.errors import UserError
 from ossft.files import write_text_atomic
 from ossft.recipe import TRAIN_DEFAULTS, dump_recipe
@@ -18,7 +18,7 @@ RECIPE_COPY = "recipe.yaml"
 class TrainingRun:
     recipe: object
     trainer: object
-    data: data.TokenizedData
+    data: prepare.PreparedData
     trainable_params: int
     total_params: int
     wall_seconds: float
@@ -28,7 +28,7 @@ class TrainingRun:
         return Path(self.recipe.output.dir)
 
 
-def sft_config(recipe):
+def sft_config(recipe, has_eval: bool = False):
     import torch
     from trl import SFTConfig
 
@@ -42,31 +42,58 @@ def sft_config(recipe):
         values["bf16"] = gpu and torch.cuda.is_bf16_supported()
     if not gpu:
         values.setdefault("dataloader_pin_memory", False)  # pinning needs an accelerator
+    refuse_packing(values)
+    values = with_eval_schedule(values, has_eval)
     try:
         return SFTConfig(output_dir=recipe.output.dir, **values)
     except ValueError as exc:
         raise UserError(f"train: the settings do not fit together: {exc}") from exc
 
 
+def refuse_packing(values: dict) -> None:
+    for key in ("packing", "padding_free"):
+        if values.get(key):
+            # GptOssModel builds its masks without position_ids: packed examples attend to each other
+            # (design.md trap 2: logits off by up to 0.27 with eager attention).
+            raise UserError(
+                f"train.{key}: gpt-oss builds its attention masks without position_ids, so examples packed "
+                "into one sequence would attend to each other and train on a wrong context. Remove it; to "
+                "cut padding, batch examples of similar length with train.train_sampling_strategy: group_by_length."
+            )
+
+
+def with_eval_schedule(values: dict, has_eval: bool) -> dict:
+    """With an eval split and no eval schedule, evaluate whenever a checkpoint is saved."""
+    if has_eval and values.get("eval_strategy", "no") == "no":
+        values = {**values, "eval_strategy": values.get("save_strategy", "steps"), "eval_steps": values.get("save_steps")}
+    return values
+
+
 def prepare_trainer(recipe, on_status=print):
     """Everything up to the first step: tokenizer, data, model, LoRA, trainer."""
     from trl import SFTTrainer
 
-    args = sft_config(recipe)
+    sft_config(recipe)  # refuse a bad train: section before any slow work
     tokenizer = model.load_tokenizer(recipe)
-    tokenized = data.load_training_data(recipe, tokenizer)
+    prepared = prepare.prepare_data(recipe, tokenizer)
+    stats = prepared.stats
+    origin = f" (from the cache {prepared.cache_path})" if prepared.from_cache else ""
     on_status(
-        f"data: {tokenized.rows} conversations, {tokenized.tokens:,} tokens, {tokenized.trained_tokens:,} trained"
+        f"data: {stats.rows} rows -> {stats.examples} examples, {stats.tokens:,} tokens, "
+        f"{stats.trained_tokens:,} trained{origin}"
     )
+    args = sft_config(recipe, has_eval=prepared.eval is not None)
     network = model.apply_lora(model.load_model(recipe), recipe)
     trainable, total = model.parameter_counts(network)
     on_status(f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.2f}%)")
-    trainer = SFTTrainer(model=network, args=args, train_dataset=tokenized.dataset, processing_class=tokenizer)
-    return trainer, tokenized, trainable, total
+    trainer = SFTTrainer(
+        model=network, args=args, train_dataset=prepared.train, eval_dataset=prepared.eval, processing_class=tokenizer
+    )
+    return trainer, prepared, trainable, total
 
 
 def run_training(recipe, on_status=print) -> TrainingRun:
-    trainer, tokenized, trainable, total = prepare_trainer(recipe, on_status)
+    trainer, prepared, trainable, total = prepare_trainer(recipe, on_status)
     output = Path(recipe.output.dir)
     write_text_atomic(output / RECIPE_COPY, dump_recipe(recipe))
     started = time.perf_counter()
@@ -74,4 +101,4 @@ def run_training(recipe, on_status=print) -> TrainingRun:
     wall = time.perf_counter() - started
     trainer.save_model(str(output))
     trainer.save_state()
-    return TrainingRun(recipe, trainer, tokenized, trainable, total, wall)
+    return TrainingRun(recipe, trainer, prepared, trainable, total, wall)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+# Tokenized-data caches of the tests (subprocesses included) stay out of the user's ~/.cache.
+os.environ["OSSFT_CACHE"] = tempfile.mkdtemp(prefix="ossft-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -1,245 +1,382 @@
-"""data.py: reading dataset files, checking rows, and tokenized training data with exact labels."""
+"""data.py at unit level: jobs -> token ids (harmony and template mode), special-token look-alikes,
+fitting examples to max_length, parallel tokenization and length percentiles."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from ossft.data import IGNORE, check_messages, load_training_data, read_rows
+from ossft import data, harmony
+from ossft.data import DataStats, Encoder, Job, Tokenized, fit_length, percentiles, tokenize_jobs
 from ossft.errors import UserError
-from ossft.harmony import render_conversation, to_text
-from ossft.recipe import DatasetSource
+from ossft.harmony import Conversation, Message
+from tests.conftest import FIXTURES
+from tests.o200k import gpt_oss_tokenizer_available, load_gpt_oss_tokenizer
 
-ROWS = [
-    {
-        "messages": [
-            {"role": "user", "content": "What is 2 + 2?"},
-            {"role": "assistant", "content": "4.", "thinking": "Add."},
-        ]
-    },
-    {
-        "messages": [
-            {"role": "developer", "content": "Answer in Spanish."},
-            {"role": "user", "content": "¿Cuál es mayor, 50 o 88?"},
-            {"role": "assistant", "content": "88.", "thinking": "EARLIER-THINKING"},
-            {"role": "user", "content": "¿Por cuánto?"},
-            {"role": "assistant", "content": "Por 38.", "thinking": "88 - 50 = 38."},
-        ]
-    },
-]
-JSON_ROWS = [{"chat": [{"role": "user", "content": "Hola"}, {"role": "assistant", "content": "¡Hola!"}]}]
-
-
-def write_jsonl(path: Path, lines: list[str]) -> Path:
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def write_json(path: Path, data: object) -> Path:
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    return path
-
-
-def raises_user_error(call, *args) -> str:
-    with pytest.raises(UserError) as info:
-        call(*args)
-    return str(info.value)
-
-
-def recipe_with(quickstart_recipe, *sources: DatasetSource, reasoning_effort: str = "medium"):
-    recipe = quickstart_recipe.model_copy(deep=True)
-    recipe.data.datasets = list(sources)
-    recipe.data.reasoning_effort = reasoning_effort
-    return recipe
+HF_CHAT_TEMPLATE = FIXTURES / "gpt-oss-tokenizer" / "chat_template.jinja"
+LOOK_ALIKES = ("<|start|>", "<|channel|>", "<|return|>", "<|end|>")
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir))
 
 
-# --- read_rows ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def template_tokenizer(tiny_model_dir):
+    """The tiny tokenizer carrying the real Hugging Face gpt-oss chat template."""
+    if not HF_CHAT_TEMPLATE.is_file():
+        pytest.skip(f"{HF_CHAT_TEMPLATE} is missing")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    tokenizer.chat_template = HF_CHAT_TEMPLATE.read_text(encoding="utf-8")
+    return tokenizer
 
 
-def test_read_rows_jsonl_skips_blank_lines(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", ['{"a": 1}', "", "   ", '{"b": [2]}'])
-    assert read_rows(path) == [{"a": 1}, {"b": [2]}]
+def harmony_job(*messages: Message, row: int = 0, thinking: str = "keep_all", instructions: str | None = None) -> Job:
+    """The last training example of a conversation as a job (keep_all: the whole conversation)."""
+    conversation = Conversation(tuple(messages), instructions=instructions)
+    example = harmony.training_examples(conversation, thinking)[-1]
+    return Job("rows.jsonl", row, example.train_all_turns, pieces=harmony.render_example(example))
 
 
-def test_read_rows_json_list(tmp_path):
-    assert read_rows(write_json(tmp_path / "d.json", JSON_ROWS)) == JSON_ROWS
+def template_job(messages: list[dict], row: int = 0) -> Job:
+    return Job(
+        "rows.jsonl", row, False, template={"messages": messages, "reasoning_effort": "low", "model_identity": "M"}
+    )
 
 
-def test_read_rows_bad_jsonl_line_names_file_and_line(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", ['{"a": 1}', "", '{"a": 2'])
-    assert f"{path} line 3: not valid JSON" in raises_user_error(read_rows, path)
+def qa(question: str, answer: str, thinking: str | None = None) -> tuple[Message, ...]:
+    analysis = (Message("assistant", thinking, channel="analysis"),) if thinking else ()
+    return (Message("user", question), *analysis, Message("assistant", answer, channel="final"))
 
 
-def test_read_rows_bad_json_names_file_and_line(tmp_path):
-    path = tmp_path / "d.json"
-    path.write_text('[\n{"a": 1},\n{"a": }\n]', encoding="utf-8")
-    message = raises_user_error(read_rows, path)
-    assert message.startswith(f"{path}: not valid JSON (")
-    assert message.endswith(", line 3).")
+def piece_ids(tokenizer, pieces) -> list[int]:
+    """What the ids must be: each special piece its id, each text run tokenized on its own as plain text."""
+    ids = []
+    for piece in pieces:
+        if piece.special:
+            ids.append(tokenizer.convert_tokens_to_ids(piece.text))
+        else:
+            ids += tokenizer(piece.text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return ids
 
 
-def test_read_rows_json_must_be_a_list(tmp_path):
-    path = write_json(tmp_path / "d.json", {"messages": []})
-    assert raises_user_error(read_rows, path) == f"{path}: a .json dataset must hold a list of rows."
+def special_ids_in(tokenizer, ids: list[int]) -> list[int]:
+    specials = set(data.special_token_ids(tokenizer).values())
+    return [i for i in ids if i in specials]
 
 
-def test_read_rows_missing_file(tmp_path):
-    path = tmp_path / "absent.jsonl"
-    assert raises_user_error(read_rows, path).startswith(f"dataset not found: {path}.")
+def trained_texts(tokenizer, example: Tokenized) -> list[str]:
+    from ossft.masks import trained_runs
+
+    return [tokenizer.decode(example.input_ids[s:e]) for s, e in trained_runs(example.trained)]
 
 
-# --- check_messages -------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# Encoder, harmony mode
 
-USER = {"role": "user", "content": "Hi"}
-ANSWER = {"role": "assistant", "content": "Hello"}
+TOOL_CONVERSATION = (
+    Message("user", "Weather in Paris?"),
+    Message("assistant", "Need the weather.", channel="analysis"),
+    Message(
+        "assistant",
+        '{"city": "Paris"}',
+        channel="commentary",
+        recipient="functions.get_weather",
+        content_type="<|constrain|>json",
+    ),
+    Message("tool", '{"temp": 20}', channel="commentary", recipient="assistant", author="functions.get_weather"),
+    Message("assistant", "It is 20 C.", channel="final"),
+)
 
 
 @pytest.mark.parametrize(
-    ("row", "expected"),
-    [
-        ({"conversation": [USER, ANSWER]}, "d.jsonl row 4: no 'messages' field."),
-        ("not a row", "d.jsonl row 4: no 'messages' field."),
-        ({"messages": []}, "d.jsonl row 4: 'messages' must be a non-empty list of messages."),
-        ({"messages": "Hi"}, "d.jsonl row 4: 'messages' must be a non-empty list of messages."),
-        (
-            {"messages": [USER, {"role": "system", "content": "x"}]},
-            "d.jsonl row 4, messages[1]: role 'system' is not one of developer, user, assistant.",
-        ),
-        (
-            {"messages": [USER, "Hello"]},
-            "d.jsonl row 4, messages[1]: role 'Hello' is not one of developer, user, assistant.",
-        ),
-        (
-            {"messages": [USER, {"role": "assistant", "content": ""}]},
-            "d.jsonl row 4, messages[1]: 'content' must be a non-empty string.",
-        ),
-        ({"messages": [{"role": "user"}, ANSWER]}, "d.jsonl row 4, messages[0]: 'content' must be a non-empty string."),
-        ({"messages": [USER, {**ANSWER, "thinking": 5}]}, "d.jsonl row 4, messages[1]: 'thinking' must be a string."),
-        ({"messages": [USER, USER]}, "d.jsonl row 4: no assistant message, so nothing to train on."),
-    ],
-    ids=[
-        "missing-field",
-        "row-not-a-dict",
-        "empty-list",
-        "not-a-list",
-        "unknown-role",
-        "message-not-a-dict",
-        "empty-content",
-        "missing-content",
-        "thinking-not-a-string",
-        "no-assistant",
-    ],
+    "messages",
+    [qa("Hi", "Hello!", thinking="Greet back."), TOOL_CONVERSATION, qa("¿Cuál es mayor, 50 o 88?", "88 es mayor.")],
+    ids=["thinking", "tool_call", "unicode"],
 )
-def test_check_messages_errors_name_row_and_index(row, expected):
-    assert raises_user_error(check_messages, row, "messages", "d.jsonl row 4").startswith(expected)
+def test_harmony_ids_are_special_ids_and_plain_text_ids(tokenizer, messages):
+    job = harmony_job(*messages, instructions="Be brief.")
+    [example] = Encoder(tokenizer).run([job])
+    assert example.input_ids == piece_ids(tokenizer, job.pieces)
+    assert tokenizer.decode(example.input_ids) == harmony.to_text(job.pieces)
+    assert (example.source, example.row, len(example.trained)) == ("rows.jsonl", 0, len(example.input_ids))
 
 
-def test_check_messages_returns_the_messages_of_the_named_field():
-    messages = [USER, {**ANSWER, "thinking": "Say hello."}]
-    assert check_messages({"chat": messages}, "chat", "row 0") is messages
+def test_harmony_trained_runs_of_a_tool_conversation(tokenizer):
+    [example] = Encoder(tokenizer).run([harmony_job(*TOOL_CONVERSATION)])
+    assert trained_texts(tokenizer, example) == [
+        "<|channel|>analysis<|message|>Need the weather.<|end|>"
+        "<|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json"
+        '<|message|>{"city": "Paris"}<|call|>',
+        "<|channel|>final<|message|>It is 20 C.<|return|>",
+    ]
 
 
-# --- load_training_data ---------------------------------------------------------------------------
+def test_batch_of_jobs_equals_one_by_one(template_tokenizer):
+    jobs = [
+        harmony_job(*qa("Hi", "Hello!", thinking="Greet."), row=0),
+        template_job([{"role": "user", "content": "Hola"}, {"role": "assistant", "content": "¡Hola!"}], row=1),
+        harmony_job(*TOOL_CONVERSATION, row=2),
+        harmony_job(*qa("Q1", "A1", "T1"), *qa("Q2", "A2"), row=3),
+        template_job(
+            [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "thinking": "Add."}], 4
+        ),
+        harmony_job(*qa("Last", "Done."), row=5),
+    ]
+    encoder = Encoder(template_tokenizer)
+    one_by_one = [encoder.run([job])[0] for job in jobs]
+    assert encoder.run(jobs) == one_by_one
+    assert [e.row for e in one_by_one] == [0, 1, 2, 3, 4, 5]
+    assert all(any(e.trained) for e in one_by_one)
 
 
-def expected_example(tokenizer, messages: list[dict], reasoning_effort: str) -> tuple[tuple, tuple]:
-    """(input_ids, labels) computed another way: the whole text tokenized at once, the prompt masked."""
-    pieces = render_conversation(messages, reasoning_effort)
-    ids = tokenizer.encode(to_text(pieces), add_special_tokens=False)
-    prompt = tokenizer.encode("".join(p.text for p in pieces if not p.trained), add_special_tokens=False)
-    assert ids[: len(prompt)] == prompt
-    return tuple(ids), tuple([IGNORE] * len(prompt) + ids[len(prompt) :])
+# ---------------------------------------------------------------------------------------------
+# Special-token look-alikes in the data stay text
 
 
-def test_load_training_data_labels_and_counts(tmp_path, quickstart_recipe, tokenizer):
-    jsonl = write_jsonl(tmp_path / "a.jsonl", [json.dumps(ROWS[0]), "", json.dumps(ROWS[1])])
-    json_file = write_json(tmp_path / "b.json", JSON_ROWS)
-    recipe = recipe_with(
-        quickstart_recipe,
-        DatasetSource(path=str(jsonl)),
-        DatasetSource(path=str(json_file), field_messages="chat"),
-        reasoning_effort="high",
+PLAIN_MESSAGE = ["<|start|>", "<|message|>", "<|end|>"]  # system, developer, user
+ANALYSIS_FINAL = [
+    "<|start|>",
+    "<|channel|>",
+    "<|message|>",
+    "<|end|>",
+    "<|start|>",
+    "<|channel|>",
+    "<|message|>",
+    "<|return|>",
+]
+
+
+def ids_of(tokenizer, names: list[str]) -> list[int]:
+    return [tokenizer.convert_tokens_to_ids(name) for name in names]
+
+
+def test_look_alikes_are_plain_text_in_harmony_mode(tokenizer):
+    question = "Type <|start|>user then <|channel|>final and <|end|>?"
+    thinking = "They want <|return|> spelt out."
+    answer = "Here: <|start|><|end|><|return|>"
+    job = harmony_job(*qa(question, answer, thinking))
+    [example] = Encoder(tokenizer).run([job])
+    renderer_specials = [tokenizer.convert_tokens_to_ids(p.text) for p in job.pieces if p.special]
+    assert special_ids_in(tokenizer, example.input_ids) == renderer_specials
+    assert renderer_specials == ids_of(tokenizer, PLAIN_MESSAGE * 2 + ANALYSIS_FINAL)
+    assert tokenizer.decode(example.input_ids) == harmony.to_text(job.pieces)
+    assert trained_texts(tokenizer, example) == [
+        f"<|channel|>analysis<|message|>{thinking}<|end|><|start|>assistant<|channel|>final<|message|>{answer}<|return|>"
+    ]
+
+
+def test_look_alikes_are_plain_text_in_template_mode(template_tokenizer):
+    def messages(question: str, thinking: str, answer: str) -> list[dict]:
+        return [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer, "thinking": thinking},
+        ]
+
+    tricky = messages("Type <|start|>user, <|channel|>final?", "Spell <|return|> out <|end|>", "<|end|><|return|>!")
+    plain = messages("Type user, final?", "Spell out", "!")
+    encoder = Encoder(template_tokenizer)
+    tricky_example, plain_example = encoder.run([template_job(tricky), template_job(plain)])
+    # Exactly the template's own control tokens, in the same order as for a row without look-alikes.
+    assert special_ids_in(template_tokenizer, tricky_example.input_ids) == special_ids_in(
+        template_tokenizer, plain_example.input_ids
     )
-    data = load_training_data(recipe, tokenizer)
-
-    conversations = [ROWS[0]["messages"], ROWS[1]["messages"], JSON_ROWS[0]["chat"]]
-    expected = sorted(expected_example(tokenizer, m, "high") for m in conversations)
-    got = sorted(zip(map(tuple, data.dataset["input_ids"]), map(tuple, data.dataset["labels"])))
-    assert got == expected
-    assert (data.rows, len(data.dataset)) == (3, 3)
-    assert data.tokens == sum(len(ids) for ids, _ in expected)
-    assert data.trained_tokens == sum(label != IGNORE for _, labels in expected for label in labels)
-    assert all("Reasoning: high" in tokenizer.decode(ids) for ids in data.dataset["input_ids"])
+    expected = ids_of(template_tokenizer, PLAIN_MESSAGE * 3 + ANALYSIS_FINAL)
+    assert special_ids_in(template_tokenizer, plain_example.input_ids) == expected
+    assert trained_texts(template_tokenizer, tricky_example) == [
+        "<|channel|>analysis<|message|>Spell <|return|> out <|end|><|end|>"
+        "<|start|>assistant<|channel|>final<|message|><|end|><|return|>!<|return|>"
+    ]
+    user = template_tokenizer.decode(tricky_example.input_ids)
+    assert "<|start|>user<|message|>Type <|start|>user, <|channel|>final?<|end|>" in user
 
 
-def test_load_training_data_trained_ids_decode_to_trained_text(tmp_path, quickstart_recipe, tokenizer):
-    path = write_jsonl(tmp_path / "a.jsonl", [json.dumps(ROWS[1])])
-    data = load_training_data(recipe_with(quickstart_recipe, DatasetSource(path=str(path))), tokenizer)
-    trained = [label for label in data.dataset["labels"][0] if label != IGNORE]
-    assert tokenizer.decode(trained) == (
-        "<|channel|>analysis<|message|>88 - 50 = 38.<|end|>"
-        "<|start|>assistant<|channel|>final<|message|>Por 38.<|return|>"
-    )
-    assert data.trained_tokens == len(trained)
-    # The masked prompt is everything before the trained part, ending with the assistant header.
-    labels, ids = data.dataset["labels"][0], data.dataset["input_ids"][0]
-    prompt = ids[: len(ids) - len(trained)]
-    assert labels == [IGNORE] * len(prompt) + ids[len(prompt) :]
-    assert tokenizer.decode(prompt).endswith("<|start|>user<|message|>¿Por cuánto?<|end|><|start|>assistant")
+def test_guard_and_split_round_trip_exactly():
+    value = {
+        "messages": [
+            {"role": "user", "content": "<|start|><|start|>a <|end|>"},
+            {"role": "assistant", "content": "b<|channel|>c<|return|>", "thinking": "no look-alike, <| |>"},
+        ],
+        "tools": [{"description": "ends in <|end|>"}],
+        "number": 3,
+    }
+    guarded, literals = data._guard_special_text(value, harmony.SPECIAL_TOKENS)
+    # Numbered string by string, each string's look-alikes in the order of harmony.SPECIAL_TOKENS.
+    assert literals == ["<|start|>", "<|start|>", "<|end|>", "<|return|>", "<|channel|>", "<|end|>"]
+    assert guarded["messages"][0]["content"] == "\ue000\ue001a \ue002"
+    assert guarded["messages"][1] == {
+        "role": "assistant",
+        "content": "b\ue004c\ue003",
+        "thinking": "no look-alike, <| |>",
+    }
+    assert (guarded["tools"], guarded["number"]) == ([{"description": "ends in \ue005"}], 3)
+    # A template wraps the guarded text in its own control tokens; splitting gives both back in order.
+    rendered = f"<|start|>user<|message|>{guarded['messages'][0]['content']}<|end|>"
+    assert list(data._split_guarded(rendered, literals)) == [
+        ("<|start|>user<|message|>", "<|start|>"),
+        ("", "<|start|>"),
+        ("a ", "<|end|>"),
+        ("<|end|>", ""),
+    ]
+    for original, text in [(value["messages"][1]["content"], guarded["messages"][1]["content"]), ("", "")]:
+        assert "".join(chunk + literal for chunk, literal in data._split_guarded(text, literals)) == original
 
 
-def test_load_training_data_bad_row_names_file_and_row(tmp_path, quickstart_recipe, tokenizer):
-    bad = {"messages": [{"role": "system", "content": "x"}, ANSWER]}
-    path = write_jsonl(tmp_path / "a.jsonl", [json.dumps(ROWS[0]), "", json.dumps(bad)])
-    recipe = recipe_with(quickstart_recipe, DatasetSource(path=str(path)))
-    message = raises_user_error(load_training_data, recipe, tokenizer)
-    assert message.startswith(f"{path} row 1, messages[0]: role 'system'")
+@pytest.mark.xfail(
+    strict=True,
+    reason="ossft bug: a private-use character U+E000.. in the data is taken for a guard, "
+    "so template mode turns it into a special-token look-alike",
+)
+def test_private_use_characters_in_the_data_survive_template_mode(template_tokenizer):
+    content = "icon \ue000 then <|start|>"
+    job = template_job([{"role": "user", "content": content}, {"role": "assistant", "content": "ok"}])
+    [example] = Encoder(template_tokenizer).run([job])
+    assert f"<|start|>user<|message|>{content}<|end|>" in template_tokenizer.decode(example.input_ids)
 
 
-def test_load_training_data_empty_dataset(tmp_path, quickstart_recipe, tokenizer):
-    path = tmp_path / "a.jsonl"
-    path.write_text("\n\n", encoding="utf-8")
-    message = raises_user_error(
-        load_training_data, recipe_with(quickstart_recipe, DatasetSource(path=str(path))), tokenizer
-    )
-    assert message == "the datasets hold no trained token: every row is empty or masked."
+@pytest.mark.skipif(not gpt_oss_tokenizer_available(), reason="the gpt-oss tokenizer fixtures are not available")
+@pytest.mark.xfail(
+    strict=True,
+    reason="ossft bug: template mode guards only harmony.SPECIAL_TOKENS, so text such as <|reserved_200100|> "
+    "(a special token of the real tokenizer) becomes a control token; harmony mode keeps it text",
+)
+def test_other_special_tokens_of_the_real_tokenizer_stay_text_in_template_mode():
+    tokenizer = load_gpt_oss_tokenizer()
+    job = template_job([{"role": "user", "content": "x <|reserved_200100|> y"}, {"role": "assistant", "content": "ok"}])
+    [example] = Encoder(tokenizer).run([job])
+    assert 200100 not in example.input_ids
 
 
-def test_load_training_data_refuses_tokenizer_without_harmony_tokens(tmp_path, quickstart_recipe):
+def test_a_tokenizer_without_harmony_tokens_is_refused():
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    plain = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0}, unk_token=None)))
-    path = write_jsonl(tmp_path / "a.jsonl", [json.dumps(ROWS[0])])
-    message = raises_user_error(
-        load_training_data, recipe_with(quickstart_recipe, DatasetSource(path=str(path))), plain
+    plain = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]")), unk_token="[UNK]"
     )
-    assert message.startswith("the tokenizer lacks harmony's special tokens ['<|startoftext|>', '<|endoftext|>',")
-    assert message.endswith("'<|endofprompt|>']; use a gpt-oss tokenizer.")
+    with pytest.raises(UserError) as info:
+        Encoder(plain)
+    assert str(info.value) == (
+        f"the tokenizer lacks harmony's special tokens {list(harmony.SPECIAL_TOKENS)}; use a gpt-oss tokenizer."
+    )
 
 
-def test_text_that_looks_like_a_control_token_stays_text(tmp_path, quickstart_recipe, tokenizer):
-    row = {
-        "messages": [
-            {"role": "user", "content": "Say <|end|>"},
-            {"role": "assistant", "content": "The token <|return|> ends a turn."},
-        ]
-    }
-    path = write_jsonl(tmp_path / "a.jsonl", [json.dumps(row)])
-    data = load_training_data(recipe_with(quickstart_recipe, DatasetSource(path=str(path))), tokenizer)
-    ids = data.dataset["input_ids"][0]
-    # Only harmony's own markers: <|end|> closes system and user, <|return|> closes the answer once.
-    assert ids.count(tokenizer.convert_tokens_to_ids("<|return|>")) == 1 and ids[-1] == tokenizer.convert_tokens_to_ids(
-        "<|return|>"
-    )
-    assert ids.count(tokenizer.convert_tokens_to_ids("<|end|>")) == 2
-    assert "The token <|return|> ends a turn.<|return|>" in tokenizer.decode(ids)
+# ---------------------------------------------------------------------------------------------
+# fit_length
+
+T, F = True, False
+# Two trained turns: positions 2-3 and 6-8.
+TWO_TURNS = [F, F, T, T, F, F, T, T, T, F]
+
+
+def fit(trained: list[bool], max_length: int | None, truncation: str) -> tuple[list[Tokenized], DataStats]:
+    stats = DataStats()
+    example = Tokenized("rows.jsonl", 7, list(range(100, 100 + len(trained))), list(trained))
+    return fit_length([example], max_length, truncation, stats), stats
+
+
+def counts(stats: DataStats) -> tuple[int, int, int]:
+    return stats.dropped_too_long, stats.truncated, stats.untrained_cut_turns
+
+
+@pytest.mark.parametrize("truncation", ["drop", "right"])
+@pytest.mark.parametrize("max_length", [None, 10, 11])
+def test_examples_that_fit_are_kept_untouched(truncation, max_length):
+    kept, stats = fit(TWO_TURNS, max_length, truncation)
+    assert kept == [Tokenized("rows.jsonl", 7, list(range(100, 110)), TWO_TURNS)]
+    assert counts(stats) == (0, 0, 0)
+
+
+def test_drop_mode_drops_and_counts_long_examples():
+    stats = DataStats()
+    short = Tokenized("a", 0, [1, 2, 3], [F, T, T])
+    long = Tokenized("a", 1, [1, 2, 3, 4], [F, T, T, T])
+    assert fit_length([short, long, long], 3, "drop", stats) == [short]
+    assert counts(stats) == (2, 0, 0)
+
+
+def test_right_mode_cut_inside_a_turn_untrains_that_turn_only():
+    kept, stats = fit(TWO_TURNS, 8, "right")
+    assert kept == [Tokenized("rows.jsonl", 7, list(range(100, 108)), [F, F, T, T, F, F, F, F])]
+    assert counts(stats) == (0, 1, 1)
+
+
+def test_right_mode_cut_right_after_a_turn_keeps_it_trained():
+    kept, stats = fit(TWO_TURNS, 9, "right")
+    assert kept == [Tokenized("rows.jsonl", 7, list(range(100, 109)), [F, F, T, T, F, F, T, T, T])]
+    assert counts(stats) == (0, 1, 0)
+
+
+def test_right_mode_cut_between_turns():
+    kept, stats = fit(TWO_TURNS, 5, "right")
+    assert kept == [Tokenized("rows.jsonl", 7, list(range(100, 105)), [F, F, T, T, F])]
+    assert counts(stats) == (0, 1, 0)
+
+
+@pytest.mark.parametrize("max_length", [1, 3])
+def test_right_mode_drops_an_example_left_with_nothing_trained(max_length):
+    kept, stats = fit(TWO_TURNS, max_length, "right")
+    assert kept == []
+    assert counts(stats) == (1, 1, 1 if max_length == 3 else 0)
+
+
+def test_right_mode_on_a_real_two_turn_example(tokenizer):
+    job = harmony_job(*qa("Q1", "First answer.", "T1"), *qa("Q2", "A much longer second answer.", "T2"))
+    [example] = Encoder(tokenizer).run([job])
+    from ossft.masks import trained_runs
+
+    (first_start, first_end), (second_start, second_end) = trained_runs(example.trained)
+    cut = second_end - 1  # the second turn loses its <|return|>
+    stats = DataStats()
+    [kept] = fit_length([example], cut, "right", stats)
+    assert kept.input_ids == example.input_ids[:cut]
+    assert kept.trained == [first_start <= i < first_end for i in range(cut)]
+    assert trained_texts(tokenizer, kept) == [
+        "<|channel|>analysis<|message|>T1<|end|><|start|>assistant<|channel|>final<|message|>First answer.<|end|>"
+    ]
+    assert counts(stats) == (0, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel tokenization
+
+
+def test_tokenize_jobs_in_two_processes_gives_the_same_examples(tokenizer, monkeypatch):
+    jobs = []
+    for i in range(20):
+        messages = qa(
+            f"Question {i}: what is {i} + {i}?", f"{i} + {i} = {2 * i}.", f"Add {i} to itself." if i % 2 else None
+        )
+        jobs.append(harmony_job(*messages, *(TOOL_CONVERSATION if i % 5 == 0 else ()), row=i))
+    serial = tokenize_jobs(jobs, tokenizer, num_proc=1)
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    parallel = tokenize_jobs(jobs, tokenizer, num_proc=2)
+    assert parallel == serial
+    assert [e.row for e in parallel] == list(range(20))
+    assert len({len(e.input_ids) for e in parallel}) > 3  # the jobs really differ
+    assert data.os.environ["TOKENIZERS_PARALLELISM"] == "false"  # set only on the worker-pool path
+
+
+# ---------------------------------------------------------------------------------------------
+# percentiles
+
+
+@pytest.mark.parametrize(
+    ("lengths", "expected"),
+    [
+        ([], {}),
+        ([7], {"p50": 7, "p90": 7, "p99": 7, "p100": 7}),
+        ([30, 10, 20], {"p50": 20, "p90": 30, "p99": 30, "p100": 30}),
+        (list(range(100, 0, -1)), {"p50": 51, "p90": 91, "p99": 100, "p100": 100}),
+        ([5] * 9 + [1000], {"p50": 5, "p90": 1000, "p99": 1000, "p100": 1000}),
+        (list(range(1, 1001)), {"p50": 501, "p90": 901, "p99": 991, "p100": 1000}),
+    ],
+    ids=["empty", "one", "three", "hundred", "one_outlier", "thousand"],
+)
+def test_percentiles(lengths, expected):
+    assert percentiles(lengths) == expected

@@ -43,7 +43,7 @@ def test_loss_falls_by_30_percent(quickstart_run):
     state = json.loads((out / "trainer_state.json").read_text())
     losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
     assert state["log_history"][0]["step"] == 1  # the first logged loss is step 1's
-    assert state["global_step"] == 240 and len(losses) == 49
+    assert state["global_step"] == 304 and len(losses) == 61  # logged at step 1, then every 5
     assert losses[-1] <= 0.7 * losses[0], losses
 
 
@@ -56,7 +56,7 @@ def test_outputs_are_written(quickstart_run, tiny_model_dir):
         "recipe.yaml",
         "summary.json",
         "tokenizer.json",
-        "checkpoint-240/adapter_model.safetensors",
+        "checkpoint-304/adapter_model.safetensors",
     ):
         assert (out / name).is_file(), name
     adapter = json.loads((out / "adapter_config.json").read_text())
@@ -66,7 +66,9 @@ def test_outputs_are_written(quickstart_run, tiny_model_dir):
     assert copy.model.base_model == str(tiny_model_dir) and copy.output.dir == str(out)
     assert yaml.safe_load((out / "recipe.yaml").read_text())["train"]["learning_rate"] == 0.003
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 240 and summary["conversations"] == 240 and summary["method"] == "lora"
+    assert summary["steps"] == 304 and summary["method"] == "lora"
+    # 240 conversations of 2-3 answers: one example per answer, each in the context a server gives it
+    assert (summary["rows"], summary["examples"], summary["rows_skipped"]) == (240, 608, 0)
     assert summary["loss_drop"] >= 0.3
     assert "run summary" in result.stdout and "loss drop" in result.stdout
 
@@ -76,5 +78,5 @@ def test_generate_answers_in_harmony_channels(quickstart_run):
     result = ossft("generate", out, "--prompt", "What is 12 + 7?", "--max-new-tokens", "40", cwd=out.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("user: What is 12 + 7?")
-    # After 240 steps the tiny model has learned harmony's shape: it opens with a channel.
+    # After 304 steps the tiny model has learned harmony's shape: it opens with a channel.
     assert "analysis:" in result.stdout or "final:" in result.stdout, result.stdout

@@ -37,7 +37,7 @@ def test_quickstart_loads_with_every_default_filled(quickstart_recipe):
     assert r.train.learning_rate == pytest.approx(3e-3)  # written 3e-3: a float, not YAML 1.1's string
     assert r.train.lr_scheduler_type == "cosine"
     assert r.train.adam_beta2 == 0.999  # a TRL default the recipe does not mention
-    assert r.data.datasets[0].format == "messages"
+    assert r.data.datasets[0].format == "auto" and r.data.chat_format == "harmony" and r.data.thinking == "per_turn"
     assert r.output.dir == "outputs/quickstart"
     assert r.launch.num_machines == 1
 

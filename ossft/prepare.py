@@ -1,0 +1,134 @@
+"""A recipe's data, tokenized once: build train / eval datasets, or load them from the on-disk cache.
+
+The cache key covers everything that changes the tokens: each dataset's content fingerprint, the
+tokenizer (vocabulary, special tokens, chat template), every `data:` option that affects rendering,
+and `train.max_length`. A second run with the same key memory-maps the saved Arrow files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ossft import __version__, data, sources
+from ossft.errors import UserError
+
+# Bump when rendering or masking changes, so that no cache made by older code is reused.
+CACHE_FORMAT = 1
+STATS_FILE = "ossft_stats.json"
+
+
+@dataclass
+class PreparedData:
+    train: object  # datasets.Dataset
+    eval: object | None
+    stats: data.DataStats
+    cache_path: Path | None = None
+    from_cache: bool = False
+
+
+def build_examples(recipe, tokenizer) -> tuple[list[data.Tokenized], list[data.Tokenized], data.DataStats]:
+    stats = data.DataStats()
+    parsed = data.parsed_rows(recipe, stats)
+    train_rows, eval_rows = sources.split_validation(len(parsed), recipe.data.val_set_size, recipe.data.seed)
+    system = data.system_block(recipe)
+
+    def examples(positions: list[int]) -> list[data.Tokenized]:
+        jobs = [job for p in positions for job in data.jobs_for_row(recipe, *parsed[p], system)]
+        tokenized = data.tokenize_jobs(jobs, tokenizer, recipe.data.num_proc)
+        return data.fit_length(tokenized, recipe.train.max_length, recipe.data.truncation, stats)
+
+    train, evaluation = examples(train_rows), examples(eval_rows)
+    if not train:
+        raise UserError(
+            f"no training example left: {stats.rows} rows read, {stats.rows_skipped} skipped as bad, "
+            f"{stats.dropped_too_long} dropped for length (train.max_length={recipe.train.max_length})."
+        )
+    stats.examples, stats.eval_examples = len(train), len(evaluation)
+    stats.tokens = sum(len(e.input_ids) for e in train)
+    stats.trained_tokens = sum(sum(e.trained) for e in train)
+    stats.length_percentiles = data.percentiles([len(e.input_ids) for e in train])
+    return train, evaluation, stats
+
+
+def to_dataset(examples: list[data.Tokenized]):
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {
+            "input_ids": [e.input_ids for e in examples],
+            "labels": [[t if keep else data.IGNORE for t, keep in zip(e.input_ids, e.trained)] for e in examples],
+        }
+    )
+
+
+def prepare_data(recipe, tokenizer, use_cache: bool = True) -> PreparedData:
+    path = cache_root(recipe) / cache_key(recipe, tokenizer) if use_cache else None
+    if path is not None and (path / STATS_FILE).is_file():
+        return load_cached(path)
+    train, evaluation, stats = build_examples(recipe, tokenizer)
+    prepared = PreparedData(to_dataset(train), to_dataset(evaluation) if evaluation else None, stats)
+    if path is not None:
+        save_cache(prepared, path)
+        prepared.cache_path = path
+    return prepared
+
+
+def cache_root(recipe) -> Path:
+    root = recipe.data.cache_dir or os.environ.get("OSSFT_CACHE") or Path.home() / ".cache" / "ossft" / "data"
+    return Path(root).expanduser()
+
+
+def cache_key(recipe, tokenizer) -> str:
+    options = recipe.data.model_dump(mode="json", exclude={"cache_dir", "num_proc"})
+    payload = {
+        "format": CACHE_FORMAT,
+        "ossft": __version__,
+        "sources": [sources.source_fingerprint(data.source_spec(s)) for s in recipe.data.datasets],
+        "data": options,
+        "max_length": recipe.train.max_length,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+    }
+    if recipe.data.chat_format == "template":
+        # The Hugging Face gpt-oss template prints today's date into every render.
+        payload["date"] = datetime.date.today().isoformat()
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
+    digest.update(json.dumps([str(tokenizer.chat_template), tokenizer.all_special_tokens]).encode())
+    return digest.hexdigest()
+
+
+def save_cache(prepared: PreparedData, path: Path) -> None:
+    """Written beside its final place and renamed: a cut-short save is never mistaken for a cache."""
+    from datasets import DatasetDict
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        splits = {"train": prepared.train} | ({"eval": prepared.eval} if prepared.eval is not None else {})
+        DatasetDict(splits).save_to_disk(str(staging / "datasets"))
+        (staging / STATS_FILE).write_text(json.dumps(dataclasses.asdict(prepared.stats), indent=2))
+        try:
+            staging.rename(path)
+        except OSError:  # another process finished the same cache first: theirs is as good
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_cached(path: Path) -> PreparedData:
+    from datasets import load_from_disk
+
+    splits = load_from_disk(str(path / "datasets"))
+    stats = data.DataStats(**json.loads((path / STATS_FILE).read_text()))
+    return PreparedData(splits["train"], splits.get("eval"), stats, path, from_cache=True)

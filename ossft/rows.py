@@ -1,0 +1,238 @@
+"""Dataset rows in their many layouts -> one checked chat, or a `RowError` naming the field.
+
+Layouts: (a) `messages` (OpenAI / Hugging Face chat, with `thinking`, `tool_calls`, `tool` results,
+per-row `tools` and `reasoning_effort`), (b) HuggingFaceH4/Multilingual-Thinking's columns, and
+(c) `prompt` / `completion`. The checked chat uses a few plain dicts:
+
+    {"role": "developer", "content": str}                 system / developer instructions
+    {"role": "user", "content": str}
+    {"role": "assistant", "content": str | None, "thinking": str | None,
+     "tool_calls": [{"name": str, "arguments": str}]}     arguments: JSON text, as written
+    {"role": "tool", "name": str, "content": str}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+LAYOUTS = ("auto", "messages", "multilingual_thinking", "prompt_completion")
+EFFORTS = ("low", "medium", "high")
+
+
+class RowError(ValueError):
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Column and key names, as the recipe maps them."""
+
+    messages: str = "messages"
+    thinking: str = "thinking"
+    tools: str = "tools"
+    reasoning_effort: str = "reasoning_effort"
+    prompt: str = "prompt"
+    completion: str = "completion"
+
+
+@dataclass
+class ChatRow:
+    messages: list[dict]
+    tools: list[dict] | None = None
+    reasoning_effort: str | None = None
+
+
+def parse_row(row: object, layout: str = "auto", fields: Fields = Fields()) -> ChatRow:
+    if not isinstance(row, dict):
+        raise RowError("row", f"expected an object with named fields, got {type(row).__name__}")
+    if layout == "auto":
+        layout = detect_layout(row, fields)
+    if layout == "messages":
+        chat = _messages_layout(row, fields)
+    elif layout == "multilingual_thinking":
+        chat = _multilingual_thinking_layout(row)
+    else:
+        chat = _prompt_completion_layout(row, fields)
+    chat.tools = _tools(row.get(fields.tools), fields.tools)
+    effort = row.get(fields.reasoning_effort)
+    if effort is not None and effort not in EFFORTS:
+        raise RowError(fields.reasoning_effort, f"expected one of {', '.join(EFFORTS)}, got {effort!r}")
+    chat.reasoning_effort = effort
+    _check_turns(chat.messages, fields.messages)
+    return chat
+
+
+def detect_layout(row: dict, fields: Fields) -> str:
+    if fields.messages in row:
+        return "messages"
+    if "user" in row and "final" in row:
+        return "multilingual_thinking"
+    if fields.prompt in row and fields.completion in row:
+        return "prompt_completion"
+    raise RowError(
+        "row",
+        f"no known layout: expected a '{fields.messages}' list, Multilingual-Thinking columns "
+        f"(user, final, ...), or '{fields.prompt}' and '{fields.completion}' (found: {', '.join(map(str, row)) or 'nothing'})",
+    )
+
+
+def _messages_layout(row: dict, fields: Fields) -> ChatRow:
+    messages = _json_if_text(row.get(fields.messages), fields.messages)
+    if not isinstance(messages, list) or not messages:
+        raise RowError(fields.messages, "expected a non-empty list of messages")
+    return ChatRow([_message(m, f"{fields.messages}[{i}]", fields) for i, m in enumerate(messages)])
+
+
+def _message(message: object, where: str, fields: Fields) -> dict:
+    if not isinstance(message, dict):
+        raise RowError(where, f"expected a message object, got {type(message).__name__}")
+    role = message.get("role")
+    if role in ("system", "developer"):
+        return {"role": "developer", "content": _text(message.get("content"), f"{where}.content")}
+    if role == "user":
+        return {"role": "user", "content": _text(message.get("content"), f"{where}.content")}
+    if role == "tool":
+        content = _text(message.get("content"), f"{where}.content", allow_empty=True)
+        name = message.get("name")
+        if name is not None and not (isinstance(name, str) and name):
+            raise RowError(f"{where}.name", "expected the called function's name")
+        return {"role": "tool", "name": name, "content": content, "tool_call_id": message.get("tool_call_id")}
+    if role == "assistant":
+        return _assistant(message, where, fields)
+    raise RowError(f"{where}.role", f"unknown role {role!r}; expected system, developer, user, assistant or tool")
+
+
+def _assistant(message: dict, where: str, fields: Fields) -> dict:
+    content = message.get("content")
+    content = None if content in (None, "") else _text(content, f"{where}.content")
+    thinking = message.get(fields.thinking)
+    if thinking is not None and not isinstance(thinking, str):
+        raise RowError(f"{where}.{fields.thinking}", f"expected text, got {type(thinking).__name__}")
+    calls = [_tool_call(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(message.get("tool_calls") or [])]
+    if content is None and not thinking and not calls:
+        raise RowError(where, f"an assistant message needs content, {fields.thinking} or tool_calls")
+    return {"role": "assistant", "content": content, "thinking": thinking or None, "tool_calls": calls}
+
+
+def _tool_call(call: object, where: str) -> dict:
+    if not isinstance(call, dict):
+        raise RowError(where, "expected an object with a function name and arguments")
+    function = call.get("function", call)  # OpenAI nests {"function": {...}}; some datasets do not
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(name, str) or not name:
+        raise RowError(f"{where}.function.name", "expected the function's name")
+    arguments = function.get("arguments", {})
+    if isinstance(arguments, str):
+        try:
+            json.loads(arguments)
+        except json.JSONDecodeError as exc:
+            raise RowError(f"{where}.function.arguments", f"not valid JSON ({exc.msg}): {arguments[:60]!r}") from exc
+    elif isinstance(arguments, dict):
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    else:
+        raise RowError(f"{where}.function.arguments", f"expected a JSON object or its text, got {type(arguments).__name__}")
+    return {"name": name, "arguments": arguments, "id": call.get("id")}
+
+
+def _multilingual_thinking_layout(row: dict) -> ChatRow:
+    # The same chat as the dataset's own `messages` column: its system message is
+    # "reasoning language: X\n\n<developer>".
+    language = row.get("reasoning_language")
+    developer = row.get("developer")
+    instructions = []
+    if language is not None:
+        instructions.append(f"reasoning language: {_text(language, 'reasoning_language')}")
+    if developer is not None:
+        instructions.append(_text(developer, "developer"))
+    analysis = row.get("analysis")
+    if analysis is not None and not isinstance(analysis, str):
+        raise RowError("analysis", f"expected text, got {type(analysis).__name__}")
+    messages = [{"role": "developer", "content": "\n\n".join(instructions)}] if instructions else []
+    messages += [
+        {"role": "user", "content": _text(row.get("user"), "user")},
+        {"role": "assistant", "content": _text(row.get("final"), "final"), "thinking": analysis or None, "tool_calls": []},
+    ]
+    return ChatRow(messages)
+
+
+def _prompt_completion_layout(row: dict, fields: Fields) -> ChatRow:
+    prompt, completion = row.get(fields.prompt), row.get(fields.completion)
+    if isinstance(prompt, list):
+        messages = [_message(m, f"{fields.prompt}[{i}]", fields) for i, m in enumerate(prompt)]
+    else:
+        messages = [{"role": "user", "content": _text(prompt, fields.prompt)}]
+    if isinstance(completion, list):
+        answer = [_message(m, f"{fields.completion}[{i}]", fields) for i, m in enumerate(completion)]
+        if any(m["role"] != "assistant" for m in answer):
+            raise RowError(fields.completion, "a completion holds assistant messages only")
+        messages += answer
+    else:
+        messages.append({"role": "assistant", "content": _text(completion, fields.completion), "thinking": None, "tool_calls": []})
+    return ChatRow(messages)
+
+
+def _check_turns(messages: list[dict], field: str) -> None:
+    """Instructions first, an assistant to learn from, and every tool result answering a call."""
+    pending: list[dict] = []
+    started = False
+    for index, message in enumerate(messages):
+        role = message["role"]
+        if role == "developer" and started:
+            raise RowError(f"{field}[{index}]", "a system / developer message must come before the conversation")
+        started = started or role != "developer"
+        if role == "assistant":
+            pending = list(message["tool_calls"]) or pending
+        elif role == "tool":
+            message["name"] = _answered_call(message, pending, f"{field}[{index}]")
+        elif role == "user":
+            pending = []
+    if not any(m["role"] == "assistant" for m in messages):
+        raise RowError(field, "no assistant message, so nothing to train on")
+
+
+def _answered_call(message: dict, pending: list[dict], where: str) -> str:
+    if not pending:
+        raise RowError(where, "a tool result with no tool call before it")
+    by_id = [c for c in pending if message.get("tool_call_id") and c.get("id") == message["tool_call_id"]]
+    by_name = [c for c in pending if c["name"] == message.get("name")]
+    call = (by_id or by_name or pending)[0]
+    if message.get("name") and message["name"] != call["name"]:
+        raise RowError(f"{where}.name", f"'{message['name']}' was not called; the open calls are {[c['name'] for c in pending]}")
+    pending.remove(call)
+    return call["name"]
+
+
+def _tools(value: object, field: str) -> list[dict] | None:
+    value = _json_if_text(value, field)
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise RowError(field, "expected a list of function definitions (JSON schema)")
+    return value
+
+
+def _json_if_text(value: object, field: str) -> object:
+    """csv and some parquet files store nested fields as JSON text."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RowError(field, f"looks like JSON but does not parse ({exc.msg})") from exc
+    return value
+
+
+def _text(value: object, field: str, allow_empty: bool = False) -> str:
+    if isinstance(value, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in value):
+            raise RowError(field, "only text content parts are supported")
+        value = "".join(p["text"] for p in value)
+    if value is None:
+        raise RowError(field, "missing")
+    if not isinstance(value, str):
+        raise RowError(field, f"expected text, got {type(value).__name__}")
+    if not value and not allow_empty:
+        raise RowError(field, "empty")
+    return value
