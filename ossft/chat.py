@@ -17,7 +17,13 @@ def to_conversation(chat: ChatRow, system: SystemBlock) -> Conversation:
         elif message["role"] == "tool":
             # A tool answers the assistant on the commentary channel (harmony format guide).
             messages.append(
-                Message("tool", message["content"], channel="commentary", recipient="assistant", author=f"functions.{message['name']}")
+                Message(
+                    "tool",
+                    message["content"],
+                    channel="commentary",
+                    recipient="assistant",
+                    author=f"functions.{message['name']}",
+                )
             )
         elif message["role"] == "assistant":
             messages += _assistant_messages(message)

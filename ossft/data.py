@@ -88,7 +88,9 @@ def parsed_rows(recipe, stats: DataStats) -> list[tuple[str, int, rows.ChatRow]]
             except rows.RowError as exc:
                 where = f"{loaded.source} row {index}, {exc}"
                 if recipe.data.on_bad_row == "error":
-                    raise UserError(f"{where}. Fix the row, or set data.on_bad_row: skip to leave such rows out.") from exc
+                    raise UserError(
+                        f"{where}. Fix the row, or set data.on_bad_row: skip to leave such rows out."
+                    ) from exc
                 stats.rows_skipped += 1
                 if len(stats.skipped) < 5:
                     stats.skipped.append(where)
@@ -107,10 +109,17 @@ def jobs_for_row(recipe, source: str, index: int, row: rows.ChatRow, system: har
             for example in harmony.training_examples(conversation, data.thinking, data.train_on)
         ]
     messages = chat.to_template_messages(row)
-    kwargs = {"reasoning_effort": row.reasoning_effort or system.reasoning_effort, "model_identity": system.model_identity}
+    kwargs = {
+        "reasoning_effort": row.reasoning_effort or system.reasoning_effort,
+        "model_identity": system.model_identity,
+    }
     if row.tools:
         kwargs["tools"] = row.tools
-    ends = [i + 1 for i, m in enumerate(messages) if m["role"] == "assistant" and (i + 1 == len(messages) or messages[i + 1]["role"] != "assistant")]
+    ends = [
+        i + 1
+        for i, m in enumerate(messages)
+        if m["role"] == "assistant" and (i + 1 == len(messages) or messages[i + 1]["role"] != "assistant")
+    ]
     if data.thinking == "keep_all" or data.train_on == "last_turn":
         ends = ends[-1:]
     all_turns = data.thinking == "keep_all" and data.train_on == "all_turns"
@@ -157,10 +166,15 @@ class Encoder:
         guarded, literals = _guard_special_text(template, harmony.SPECIAL_TOKENS)
         try:
             text = self.tokenizer.apply_chat_template(
-                guarded["messages"], tokenize=False, add_generation_prompt=False, **{k: v for k, v in guarded.items() if k != "messages"}
+                guarded["messages"],
+                tokenize=False,
+                add_generation_prompt=False,
+                **{k: v for k, v in guarded.items() if k != "messages"},
             )
         except Exception as exc:  # jinja raises its own errors for what the template does not support
-            raise UserError(f"the tokenizer's chat template failed on a row: {exc}. Use data.chat_format: harmony.") from exc
+            raise UserError(
+                f"the tokenizer's chat template failed on a row: {exc}. Use data.chat_format: harmony."
+            ) from exc
         ids: list[int] = []
         for chunk, literal in _split_guarded(text, literals):
             ids += self.tokenizer.encode(chunk, add_special_tokens=False) if chunk else []

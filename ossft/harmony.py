@@ -206,7 +206,9 @@ class Example:
     train_all_turns: bool
 
 
-def training_examples(conversation: Conversation, thinking: str = "per_turn", train_on: str = "all_turns") -> list[Example]:
+def training_examples(
+    conversation: Conversation, thinking: str = "per_turn", train_on: str = "all_turns"
+) -> list[Example]:
     """The training examples of one conversation.
 
     thinking "per_turn": one example per trained assistant turn, in the context a server gives it:
@@ -251,9 +253,7 @@ def render_example(example: Example) -> list[Piece]:
 # Encoding and parsing
 
 
-def encode(
-    pieces: Iterable[Piece], encode_text: Callable[[str], list[int]], special_ids: dict[str, int]
-) -> list[int]:
+def encode(pieces: Iterable[Piece], encode_text: Callable[[str], list[int]], special_ids: dict[str, int]) -> list[int]:
     ids: list[int] = []
     for piece in pieces:
         ids += [special_ids[piece.text]] if piece.special else encode_text(piece.text)
@@ -276,4 +276,8 @@ def parse_completion(text: str) -> dict[str, str]:
 
 
 def with_effort(conversation: Conversation, effort: str | None) -> Conversation:
-    return conversation if effort is None else replace(conversation, system=replace(conversation.system, reasoning_effort=effort))
+    return (
+        conversation
+        if effort is None
+        else replace(conversation, system=replace(conversation.system, reasoning_effort=effort))
+    )

@@ -79,7 +79,9 @@ class LoraSection(Section):
 
 
 class DatasetSource(Section):
-    path: str = Field(description="A file (.jsonl .json .parquet .csv), a folder, a glob, a save_to_disk folder, or a Hub id.")
+    path: str = Field(
+        description="A file (.jsonl .json .parquet .csv), a folder, a glob, a save_to_disk folder, or a Hub id."
+    )
     name: str | None = Field(None, description="Hub dataset config name.")
     split: str = "train"
     format: Literal["auto", "messages", "multilingual_thinking", "prompt_completion"] = "auto"
@@ -110,7 +112,8 @@ class DataSection(Section):
     )
     system: SystemSection = Field(default_factory=SystemSection)
     thinking: Literal["per_turn", "keep_all"] = Field(
-        "per_turn", description="per_turn: one example per trained turn, as a server shows it; keep_all: one example, every analysis kept."
+        "per_turn",
+        description="per_turn: one example per trained turn, as a server shows it; keep_all: one example, every analysis kept.",
     )
     train_on: Literal["all_turns", "last_turn"] = "all_turns"
     on_bad_row: Literal["error", "skip"] = "error"
@@ -122,7 +125,9 @@ class DataSection(Section):
     )
     seed: int = 42
     num_proc: int = Field(1, ge=1, description="Processes for tokenization.")
-    cache_dir: str | None = Field(None, description="Tokenized-data cache; default $OSSFT_CACHE or ~/.cache/ossft/data.")
+    cache_dir: str | None = Field(
+        None, description="Tokenized-data cache; default $OSSFT_CACHE or ~/.cache/ossft/data."
+    )
 
 
 class OutputSection(Section):

@@ -61,7 +61,12 @@ def parse_row(row: object, layout: str = "auto", fields: Fields = Fields()) -> C
     if effort is not None and effort not in EFFORTS:
         raise RowError(fields.reasoning_effort, f"expected one of {', '.join(EFFORTS)}, got {effort!r}")
     chat.reasoning_effort = effort
-    _check_turns(chat.messages, fields.messages)
+    answer_field = {
+        "messages": fields.messages,
+        "multilingual_thinking": "final",
+        "prompt_completion": fields.completion,
+    }
+    _check_turns(chat.messages, answer_field[layout])
     return chat
 
 
@@ -133,7 +138,9 @@ def _tool_call(call: object, where: str) -> dict:
     elif isinstance(arguments, dict):
         arguments = json.dumps(arguments, ensure_ascii=False)
     else:
-        raise RowError(f"{where}.function.arguments", f"expected a JSON object or its text, got {type(arguments).__name__}")
+        raise RowError(
+            f"{where}.function.arguments", f"expected a JSON object or its text, got {type(arguments).__name__}"
+        )
     return {"name": name, "arguments": arguments, "id": call.get("id")}
 
 
@@ -153,7 +160,12 @@ def _multilingual_thinking_layout(row: dict) -> ChatRow:
     messages = [{"role": "developer", "content": "\n\n".join(instructions)}] if instructions else []
     messages += [
         {"role": "user", "content": _text(row.get("user"), "user")},
-        {"role": "assistant", "content": _text(row.get("final"), "final"), "thinking": analysis or None, "tool_calls": []},
+        {
+            "role": "assistant",
+            "content": _text(row.get("final"), "final"),
+            "thinking": analysis or None,
+            "tool_calls": [],
+        },
     ]
     return ChatRow(messages)
 
@@ -170,7 +182,9 @@ def _prompt_completion_layout(row: dict, fields: Fields) -> ChatRow:
             raise RowError(fields.completion, "a completion holds assistant messages only")
         messages += answer
     else:
-        messages.append({"role": "assistant", "content": _text(completion, fields.completion), "thinking": None, "tool_calls": []})
+        messages.append(
+            {"role": "assistant", "content": _text(completion, fields.completion), "thinking": None, "tool_calls": []}
+        )
     return ChatRow(messages)
 
 
@@ -199,8 +213,15 @@ def _answered_call(message: dict, pending: list[dict], where: str) -> str:
     by_id = [c for c in pending if message.get("tool_call_id") and c.get("id") == message["tool_call_id"]]
     by_name = [c for c in pending if c["name"] == message.get("name")]
     call = (by_id or by_name or pending)[0]
+    if by_id and message.get("name") and message["name"] != call["name"]:
+        raise RowError(
+            f"{where}.name",
+            f"'{message['name']}' disagrees with tool_call_id '{message['tool_call_id']}', a call of '{call['name']}'",
+        )
     if message.get("name") and message["name"] != call["name"]:
-        raise RowError(f"{where}.name", f"'{message['name']}' was not called; the open calls are {[c['name'] for c in pending]}")
+        raise RowError(
+            f"{where}.name", f"'{message['name']}' was not called; the open calls are {[c['name'] for c in pending]}"
+        )
     pending.remove(call)
     return call["name"]
 

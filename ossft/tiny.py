@@ -14,8 +14,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ossft.errors import UserError
 from ossft import chat, harmony, rows
+from ossft.errors import UserError
 from ossft.harmony import SPECIAL_TOKENS
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "examples" / "data" / "chat_multilingual.jsonl"

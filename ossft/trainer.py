@@ -65,7 +65,11 @@ def refuse_packing(values: dict) -> None:
 def with_eval_schedule(values: dict, has_eval: bool) -> dict:
     """With an eval split and no eval schedule, evaluate whenever a checkpoint is saved."""
     if has_eval and values.get("eval_strategy", "no") == "no":
-        values = {**values, "eval_strategy": values.get("save_strategy", "steps"), "eval_steps": values.get("save_steps")}
+        values = {
+            **values,
+            "eval_strategy": values.get("save_strategy", "steps"),
+            "eval_steps": values.get("save_steps"),
+        }
     return values
 
 

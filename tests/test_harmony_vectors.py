@@ -17,8 +17,11 @@ pytestmark = pytest.mark.skipif(not VECTORS.is_dir(), reason=f"harmony test vect
 
 USER_2_PLUS_2 = Message("user", "What is 2 + 2?")
 WEATHER_CALL = Message(
-    "assistant", '{"location": "San Francisco"}', channel="commentary",
-    recipient="functions.lookup_weather", content_type="<|constrain|>json",
+    "assistant",
+    '{"location": "San Francisco"}',
+    channel="commentary",
+    recipient="functions.lookup_weather",
+    content_type="<|constrain|>json",
 )
 
 
@@ -42,13 +45,17 @@ def prompt(messages) -> str:
         ("test_reasoning_system_message.txt", [system(channels=("analysis", "final")), USER_2_PLUS_2]),
         (
             "test_reasoning_system_message_no_instruction.txt",
-            [system(reasoning_effort="high", channels=("analysis", "final")),
-             Message("user", "What is the best place to eat candy in the world?")],
+            [
+                system(reasoning_effort="high", channels=("analysis", "final")),
+                Message("user", "What is the best place to eat candy in the world?"),
+            ],
         ),
         (
             "test_reasoning_system_message_with_dates.txt",
-            [system(current_date="2021-01-01", knowledge_cutoff="2021-01", channels=("analysis", "final")),
-             Message("user", "What is 42 * pi?")],
+            [
+                system(current_date="2021-01-01", knowledge_cutoff="2021-01", channels=("analysis", "final")),
+                Message("user", "What is 42 * pi?"),
+            ],
         ),
     ],
 )
@@ -76,7 +83,11 @@ def test_history_can_keep_analysis():
 def test_analysis_of_an_unfinished_tool_turn_stays():
     messages = [
         Message("user", "What is the weather in SF?"),
-        Message("assistant", "User asks: “What is the weather in SF?” We need to use lookup_weather tool.", channel="analysis"),
+        Message(
+            "assistant",
+            "User asks: “What is the weather in SF?” We need to use lookup_weather tool.",
+            channel="analysis",
+        ),
         WEATHER_CALL,
         Message("tool", '{"temperature": 20, "description": "sunny"}', author="functions.lookup_weather"),
     ]
@@ -109,8 +120,12 @@ def test_training_completion_ends_in_return():
 
 def test_tool_call_completion_in_the_guide_style():
     call = Message(
-        "assistant", '{"location":"San Francisco"}', channel="commentary", recipient="functions.get_weather",
-        content_type="<|constrain|>json", recipient_in_channel=True,
+        "assistant",
+        '{"location":"San Francisco"}',
+        channel="commentary",
+        recipient="functions.get_weather",
+        content_type="<|constrain|>json",
+        recipient_in_channel=True,
     )
     messages = [Message("assistant", "Need to use function get_weather.", channel="analysis"), call]
     text = to_text(render(messages, for_training=True))

@@ -566,13 +566,8 @@ def test_row_errors_name_mapped_fields():
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ossft bug: an empty completion list is reported against the 'messages' field, which a prompt/completion row lacks",
-)
 def test_empty_completion_list_names_the_completion_field():
-    field, _ = row_error({"prompt": "p", "completion": []})
-    assert field == "completion"
+    assert row_error({"prompt": "p", "completion": []}) == ("completion", "completion: no assistant message, so nothing to train on")
 
 
 def contradicting_result_row() -> dict:
@@ -585,14 +580,9 @@ def test_tool_result_whose_id_and_name_disagree_is_an_error():
     assert row_error(contradicting_result_row())[0] == "messages[2].name"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ossft bug: when a tool result's id and name point at different calls, the error says the named "
-    "function 'was not called' while listing it among the open calls",
-)
-def test_tool_result_whose_id_and_name_disagree_does_not_deny_the_call():
+def test_tool_result_whose_id_and_name_disagree_names_both():
     _, message = row_error(contradicting_result_row())
-    assert "'g' was not called" not in message
+    assert message == "messages[2].name: 'g' disagrees with tool_call_id 'a', a call of 'f'"
 
 
 def test_row_error_is_a_value_error():
