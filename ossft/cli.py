@@ -144,7 +144,7 @@ def inspect_data(
             sys.stdout.write(line + "\n")
         return
     for record in show.example_records(resolved, tokenizer, rows or 3):
-        console.rule(f"{record['source']} row {record['row']} ({record['tokens']} tokens)")
+        console.print(f"[bold]── {record['source']} row {record['row']} ({record['tokens']} tokens)[/]", soft_wrap=True)
         console.print(show.highlighted(record), highlight=False)
     console.print(show.totals_table(show.full_stats(resolved, tokenizer)))
 

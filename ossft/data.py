@@ -11,8 +11,11 @@ import multiprocessing
 import os
 from dataclasses import dataclass, field
 
+from jinja2 import TemplateError
+
 from ossft import chat, harmony, masks, rows, sources
 from ossft.errors import UserError
+from ossft.template import TemplateRenderer
 
 IGNORE = -100  # the label value PyTorch's cross-entropy skips
 
@@ -34,6 +37,7 @@ class Tokenized:
     row: int
     input_ids: list[int]
     trained: list[bool]
+    error: str | None = None  # the chat template refused the row
 
 
 @dataclass
@@ -138,6 +142,7 @@ class Encoder:
         self.tokenizer = tokenizer
         self.special_ids = special_token_ids(tokenizer)
         self.parser = masks.StreamParser(self.special_ids, lambda ids: tokenizer.decode(ids))
+        self._templates: TemplateRenderer | None = None
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         if not texts:
@@ -149,7 +154,14 @@ class Encoder:
         encoded = iter(self.encode_texts(texts))
         out = []
         for job in jobs:
-            ids = self.template_ids(job.template) if job.pieces is None else self.piece_ids(job.pieces, encoded)
+            if job.pieces is not None:
+                ids = self.piece_ids(job.pieces, encoded)
+            else:
+                try:
+                    ids = self.template_ids(job.template)
+                except TemplateError as exc:  # the template's own raise_exception(...) on what it cannot render
+                    out.append(Tokenized(job.source, job.row, [], [], error=f"chat template: {exc}"))
+                    continue
             out.append(Tokenized(job.source, job.row, ids, masks.trained_mask(ids, self.parser, job.train_all_turns)))
         return out
 
@@ -163,23 +175,9 @@ class Encoder:
         return ids
 
     def template_ids(self, template: dict) -> list[int]:
-        guarded, literals = _guard_special_text(template, harmony.SPECIAL_TOKENS)
-        try:
-            text = self.tokenizer.apply_chat_template(
-                guarded["messages"],
-                tokenize=False,
-                add_generation_prompt=False,
-                **{k: v for k, v in guarded.items() if k != "messages"},
-            )
-        except Exception as exc:  # jinja raises its own errors for what the template does not support
-            raise UserError(
-                f"the tokenizer's chat template failed on a row: {exc}. Use data.chat_format: harmony."
-            ) from exc
-        ids: list[int] = []
-        for chunk, literal in _split_guarded(text, literals):
-            ids += self.tokenizer.encode(chunk, add_special_tokens=False) if chunk else []
-            ids += self.encode_texts([literal])[0] if literal else []
-        return ids
+        if self._templates is None:
+            self._templates = TemplateRenderer(self.tokenizer)
+        return self._templates.ids(template)
 
 
 def special_token_ids(tokenizer) -> dict[str, int]:
@@ -197,38 +195,6 @@ def text_encoder(tokenizer):
         return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
 
     return encode_text
-
-
-# Private-use characters stand in for special-token look-alikes while a Jinja template renders.
-_GUARD = 0xE000
-
-
-def _guard_special_text(value, specials, literals=None):
-    literals = [] if literals is None else literals
-    if isinstance(value, str):
-        for token in specials:
-            while token in value:
-                literals.append(token)
-                value = value.replace(token, chr(_GUARD + len(literals) - 1), 1)
-        return value, literals
-    if isinstance(value, dict):
-        return {k: _guard_special_text(v, specials, literals)[0] for k, v in value.items()}, literals
-    if isinstance(value, list):
-        return [_guard_special_text(v, specials, literals)[0] for v in value], literals
-    return value, literals
-
-
-def _split_guarded(text: str, literals: list[str]):
-    """(template text, literal) pairs, in order, the literal standing where its guard was."""
-    chunk = []
-    for char in text:
-        code = ord(char) - _GUARD
-        if 0 <= code < len(literals):
-            yield "".join(chunk), literals[code]
-            chunk = []
-        else:
-            chunk.append(char)
-    yield "".join(chunk), ""
 
 
 def tokenize_jobs(jobs: list[Job], tokenizer, num_proc: int = 1) -> list[Tokenized]:
@@ -252,6 +218,19 @@ def _init_worker(tokenizer) -> None:
 
 def _run_worker(jobs: list[Job]) -> list[Tokenized]:
     return _worker_encoder.run(jobs)
+
+
+def drop_failed(examples: list[Tokenized], on_bad_row: str, stats: DataStats) -> list[Tokenized]:
+    """Rows the chat template could not render: an error, or skipped whole and counted."""
+    failed = {(e.source, e.row): e.error for e in examples if e.error}
+    for (source, row), error in failed.items():
+        where = f"{source} row {row}, {error}"
+        if on_bad_row == "error":
+            raise UserError(f"{where}. Fix the row, use data.chat_format: harmony, or set data.on_bad_row: skip.")
+        stats.rows_skipped += 1
+        if len(stats.skipped) < 5:
+            stats.skipped.append(where)
+    return [e for e in examples if (e.source, e.row) not in failed]
 
 
 # ---------------------------------------------------------------------------------------------

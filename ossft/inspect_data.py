@@ -14,7 +14,8 @@ def example_records(recipe, tokenizer, rows: int | None):
     parsed = data.parsed_rows(recipe, stats)
     system = data.system_block(recipe)
     jobs = [job for row in islice(parsed, rows) for job in data.jobs_for_row(recipe, *row, system)]
-    for example in data.tokenize_jobs(jobs, tokenizer, recipe.data.num_proc):
+    tokenized = data.tokenize_jobs(jobs, tokenizer, recipe.data.num_proc)
+    for example in data.drop_failed(tokenized, recipe.data.on_bad_row, stats):
         runs = masks.trained_runs(example.trained)
         yield {
             "row": example.row,

@@ -43,6 +43,7 @@ def build_examples(recipe, tokenizer) -> tuple[list[data.Tokenized], list[data.T
     def examples(positions: list[int]) -> list[data.Tokenized]:
         jobs = [job for p in positions for job in data.jobs_for_row(recipe, *parsed[p], system)]
         tokenized = data.tokenize_jobs(jobs, tokenizer, recipe.data.num_proc)
+        tokenized = data.drop_failed(tokenized, recipe.data.on_bad_row, stats)
         return data.fit_length(tokenized, recipe.train.max_length, recipe.data.truncation, stats)
 
     train, evaluation = examples(train_rows), examples(eval_rows)

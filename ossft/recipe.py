@@ -116,6 +116,16 @@ class DataSection(Section):
         description="per_turn: one example per trained turn, as a server shows it; keep_all: one example, every analysis kept.",
     )
     train_on: Literal["all_turns", "last_turn"] = "all_turns"
+
+    @field_validator("thinking")
+    @classmethod
+    def _keep_all_needs_harmony(cls, value: str, info) -> str:
+        if value == "keep_all" and info.data.get("chat_format") == "template":
+            # The HF gpt-oss template drops every analysis but the last: earlier turns would be
+            # trained as answers given without thinking.
+            raise ValueError("keep_all needs chat_format: harmony (the template drops earlier turns' analysis)")
+        return value
+
     on_bad_row: Literal["error", "skip"] = "error"
     truncation: Literal["drop", "right"] = Field(
         "drop", description="Examples longer than train.max_length: drop them (counted) or cut them."

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from ossft.harmony_tools import parse_function_tools
+
 LAYOUTS = ("auto", "messages", "multilingual_thinking", "prompt_completion")
 EFFORTS = ("low", "medium", "high")
 
@@ -232,6 +234,10 @@ def _tools(value: object, field: str) -> list[dict] | None:
         return None
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
         raise RowError(field, "expected a list of function definitions (JSON schema)")
+    try:
+        parse_function_tools(value)
+    except ValueError as exc:
+        raise RowError(field, str(exc)) from exc
     return value
 
 

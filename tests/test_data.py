@@ -4,16 +4,18 @@ fitting examples to max_length, parallel tokenization and length percentiles."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ossft import data, harmony
 from ossft.data import DataStats, Encoder, Job, Tokenized, fit_length, percentiles, tokenize_jobs
 from ossft.errors import UserError
 from ossft.harmony import Conversation, Message
+from ossft.template import guard
 from tests.conftest import FIXTURES
 from tests.o200k import gpt_oss_tokenizer_available, load_gpt_oss_tokenizer
 
 HF_CHAT_TEMPLATE = FIXTURES / "gpt-oss-tokenizer" / "chat_template.jinja"
-LOOK_ALIKES = ("<|start|>", "<|channel|>", "<|return|>", "<|end|>")
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +168,8 @@ def test_look_alikes_are_plain_text_in_harmony_mode(tokenizer):
     assert renderer_specials == ids_of(tokenizer, PLAIN_MESSAGE * 2 + ANALYSIS_FINAL)
     assert tokenizer.decode(example.input_ids) == harmony.to_text(job.pieces)
     assert trained_texts(tokenizer, example) == [
-        f"<|channel|>analysis<|message|>{thinking}<|end|><|start|>assistant<|channel|>final<|message|>{answer}<|return|>"
+        f"<|channel|>analysis<|message|>{thinking}<|end|>"
+        f"<|start|>assistant<|channel|>final<|message|>{answer}<|return|>"
     ]
 
 
@@ -196,7 +199,7 @@ def test_look_alikes_are_plain_text_in_template_mode(template_tokenizer):
     assert "<|start|>user<|message|>Type <|start|>user, <|channel|>final?<|end|>" in user
 
 
-def test_guard_and_split_round_trip_exactly():
+def test_guard_and_restore_round_trip_exactly():
     value = {
         "messages": [
             {"role": "user", "content": "<|start|><|start|>a <|end|>"},
@@ -205,51 +208,93 @@ def test_guard_and_split_round_trip_exactly():
         "tools": [{"description": "ends in <|end|>"}],
         "number": 3,
     }
-    guarded, literals = data._guard_special_text(value, harmony.SPECIAL_TOKENS)
-    # Numbered string by string, each string's look-alikes in the order of harmony.SPECIAL_TOKENS.
-    assert literals == ["<|start|>", "<|start|>", "<|end|>", "<|return|>", "<|channel|>", "<|end|>"]
-    assert guarded["messages"][0]["content"] == "\ue000\ue001a \ue002"
-    assert guarded["messages"][1] == {
+    guarded = guard(value, list(harmony.SPECIAL_TOKENS))
+    # Numbered in reading order, from the first code point of Supplementary Private Use Area-A.
+    assert guarded.literals == ("<|start|>", "<|start|>", "<|end|>", "<|channel|>", "<|return|>", "<|end|>")
+    base = guarded.base
+    assert base == 0xF0000
+    assert guarded.value["messages"][0]["content"] == f"{chr(base)}{chr(base + 1)}a {chr(base + 2)}"
+    assert guarded.value["messages"][1] == {
         "role": "assistant",
-        "content": "b\ue004c\ue003",
+        "content": f"b{chr(base + 3)}c{chr(base + 4)}",
         "thinking": "no look-alike, <| |>",
     }
-    assert (guarded["tools"], guarded["number"]) == ([{"description": "ends in \ue005"}], 3)
-    # A template wraps the guarded text in its own control tokens; splitting gives both back in order.
-    rendered = f"<|start|>user<|message|>{guarded['messages'][0]['content']}<|end|>"
-    assert list(data._split_guarded(rendered, literals)) == [
-        ("<|start|>user<|message|>", "<|start|>"),
-        ("", "<|start|>"),
-        ("a ", "<|end|>"),
-        ("<|end|>", ""),
-    ]
-    for original, text in [(value["messages"][1]["content"], guarded["messages"][1]["content"]), ("", "")]:
-        assert "".join(chunk + literal for chunk, literal in data._split_guarded(text, literals)) == original
+    assert (guarded.value["tools"], guarded.value["number"]) == ([{"description": f"ends in {chr(base + 5)}"}], 3)
+    restored = [guarded.restore(m["content"]) for m in guarded.value["messages"]]
+    assert restored == [m["content"] for m in value["messages"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ossft bug: a private-use character U+E000.. in the data is taken for a guard, "
-    "so template mode turns it into a special-token look-alike",
+def test_guard_avoids_private_use_characters_already_in_the_data():
+    guarded = guard({"content": f"icon {chr(0xF0000)} then <|start|>"}, ["<|start|>"])
+    assert guarded.base != 0xF0000 and chr(guarded.base) in guarded.value["content"]
+    assert guarded.restore(guarded.value["content"]) == f"icon {chr(0xF0000)} then <|start|>"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(harmony.SPECIAL_TOKENS), st.text()),
+        max_size=12,
+    )
 )
+def test_guard_round_trip_on_any_text(parts):
+    original = "".join(parts)
+    guarded = guard(original, list(harmony.SPECIAL_TOKENS))
+    assert not any(token in guarded.value for token in harmony.SPECIAL_TOKENS)
+    assert guarded.restore(guarded.value) == original
+
+
 def test_private_use_characters_in_the_data_survive_template_mode(template_tokenizer):
-    content = "icon \ue000 then <|start|>"
+    content = "icon \ue000 \U000f0000 then <|start|>"
     job = template_job([{"role": "user", "content": content}, {"role": "assistant", "content": "ok"}])
     [example] = Encoder(template_tokenizer).run([job])
     assert f"<|start|>user<|message|>{content}<|end|>" in template_tokenizer.decode(example.input_ids)
 
 
-@pytest.mark.skipif(not gpt_oss_tokenizer_available(), reason="the gpt-oss tokenizer fixtures are not available")
-@pytest.mark.xfail(
-    strict=True,
-    reason="ossft bug: template mode guards only harmony.SPECIAL_TOKENS, so text such as <|reserved_200100|> "
-    "(a special token of the real tokenizer) becomes a control token; harmony mode keeps it text",
+needs_gpt_oss = pytest.mark.skipif(
+    not gpt_oss_tokenizer_available(), reason="the gpt-oss tokenizer fixtures are not available"
 )
-def test_other_special_tokens_of_the_real_tokenizer_stay_text_in_template_mode():
+
+
+def user_job(mode: str, content: str) -> Job:
+    if mode == "harmony":
+        return harmony_job(Message("user", content), Message("assistant", "ok", channel="final"))
+    return template_job([{"role": "user", "content": content}, {"role": "assistant", "content": "ok"}])
+
+
+def contains(ids: list[int], part: list[int]) -> bool:
+    return any(ids[i : i + len(part)] == part for i in range(len(ids) - len(part) + 1))
+
+
+@needs_gpt_oss
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "harmony",
+        "template",
+    ],
+)
+def test_every_special_token_look_alike_stays_text_with_the_real_tokenizer(mode):
     tokenizer = load_gpt_oss_tokenizer()
-    job = template_job([{"role": "user", "content": "x <|reserved_200100|> y"}, {"role": "assistant", "content": "ok"}])
-    [example] = Encoder(tokenizer).run([job])
+    [example] = Encoder(tokenizer).run([user_job(mode, "x <|reserved_200100|> y")])
     assert 200100 not in example.input_ids
+
+
+@needs_gpt_oss
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "harmony",
+        "template",
+    ],
+)
+def test_look_alike_text_gets_the_tokenizers_own_ids(mode):
+    tokenizer = load_gpt_oss_tokenizer()
+    content = "Say <|start|> now"
+    plain = tokenizer(content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert plain == [62316, 464, 91, 5236, 91, 29, 1954]  # "Say", " <", "|", "start", "|", ">", " now"
+    [example] = Encoder(tokenizer).run([user_job(mode, content)])
+    assert contains(example.input_ids, plain)
 
 
 def test_a_tokenizer_without_harmony_tokens_is_refused():

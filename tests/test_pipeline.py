@@ -250,10 +250,9 @@ def test_multilingual_sample_reads_the_same_from_its_columns_and_its_messages(tm
 
     from_columns = texts("multilingual_thinking")
     assert texts("auto") == from_columns  # auto reads the `messages` column
-    lines = MULTILINGUAL_SAMPLE.read_text(encoding="utf-8").splitlines()
-    assert len(from_columns) == len([line for line in lines if line.strip()]) >= 1
-    for (text, trained), line in zip(from_columns, lines):
-        row = json.loads(line)
+    rows = [json.loads(line) for line in MULTILINGUAL_SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(from_columns) == len(rows)
+    for (text, trained), row in zip(from_columns, rows):
         assert trained == [trained_turn(row["final"], row["analysis"])]
         assert f"# Instructions\n\nreasoning language: {row['reasoning_language']}\n\n{row['developer']}<|end|>" in text
 
@@ -292,19 +291,31 @@ def test_template_mode_matches_trl_vectors(tmp_path, tiny_model_dir):
     assert (prefix, prefix_trained, trained) == (vector("hftemplate_trl_prompt_only.txt"), False, True)
 
 
-def test_template_mode_per_turn_gives_one_example_per_assistant_turn(tmp_path, tiny_model_dir, tokenizer):
+@pytest.fixture(scope="module")
+def template_tokenizer(tiny_model_dir):
+    """The tiny tokenizer carrying the real Hugging Face gpt-oss chat template."""
     from transformers import AutoTokenizer
 
     template = FIXTURES / "gpt-oss-tokenizer" / "chat_template.jinja"
     if not template.is_file():
         pytest.skip(f"{template} is missing")
-    templated = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    templated.chat_template = template.read_text(encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    tokenizer.chat_template = template.read_text(encoding="utf-8")
+    return tokenizer
+
+
+def test_template_mode_per_turn_gives_one_example_per_assistant_turn(tmp_path, tiny_model_dir, template_tokenizer):
     recipe = make_recipe(tmp_path, tiny_model_dir, [TWO_TURNS], chat_format="template")
-    assert [r["trained"] for r in records(recipe, templated)] == [
+    assert [r["trained"] for r in records(recipe, template_tokenizer)] == [
         [trained_turn("A1", "T1")],
         [trained_turn("A2", "T2")],
     ]
+
+
+def test_template_mode_refuses_keep_all(tmp_path, tiny_model_dir):
+    # The HF template drops every analysis but the last: earlier turns would train without thinking.
+    with pytest.raises(UserError, match="keep_all needs chat_format: harmony"):
+        make_recipe(tmp_path, tiny_model_dir, [TWO_TURNS], chat_format="template", thinking="keep_all")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,7 +449,8 @@ BAD_ROWS = [
     ({"messages": [user(None), assistant("x")]}, "messages[0].content: missing"),
     (
         {"text": "plain"},
-        "row: no known layout: expected a 'messages' list, Multilingual-Thinking columns (user, final, ...), or 'prompt' and 'completion' (found: text)",
+        "row: no known layout: expected a 'messages' list, Multilingual-Thinking columns (user, final, ...), "
+        "or 'prompt' and 'completion' (found: text)",
     ),
     (
         {"messages": [user("Hi"), assistant("x")], "reasoning_effort": "max"},
@@ -456,6 +468,14 @@ def test_on_bad_row_skip_counts_and_lists_the_skipped_rows(tmp_path, tiny_model_
     assert (stats.rows, stats.rows_skipped, stats.examples) == (8, 6, 2)
     # The first five reasons, each naming the source, the row and the field.
     assert stats.skipped == [f"{source} row {i + 1}, {reason}" for i, (_, reason) in enumerate(BAD_ROWS[:5])]
+
+
+def test_on_bad_row_skip_also_skips_rows_with_malformed_tools(tmp_path, tiny_model_dir, tokenizer):
+    bad = {"messages": [user("Hi"), assistant("x")], "tools": [{"type": "function", "function": {"description": "?"}}]}
+    recipe = make_recipe(tmp_path, tiny_model_dir, [GOOD, bad, GOOD], on_bad_row="skip")
+    stats = prepare.prepare_data(recipe, tokenizer).stats
+    assert (stats.rows, stats.rows_skipped, stats.examples) == (3, 1, 2)
+    assert stats.skipped == [f"{tmp_path / 'rows.jsonl'} row 1, tools: tool #1 has no name"]
 
 
 @pytest.mark.parametrize(("row", "reason"), BAD_ROWS[:3])
@@ -511,14 +531,16 @@ def test_inspect_data_json_has_one_object_per_training_example(tmp_path, tiny_mo
     assert cli("inspect-data", path, "--json", "--rows", "1").stdout.count("\n") == 2  # row 0's two examples
 
 
-def test_inspect_data_prints_examples_and_totals(tmp_path, tiny_model_dir, tokenizer, cli):
+def test_inspect_data_prints_examples_and_totals(tmp_path, tiny_model_dir, tokenizer, cli, monkeypatch):
     rows = [*CLI_ROWS, {"prompt": "Capital of Chile?", "completion": "Santiago."}]
-    path = write_recipe(tmp_path, tiny_model_dir, rows)
+    # A short relative path: rich cuts a rule title longer than the console (80 columns here).
+    monkeypatch.chdir(tmp_path)
+    path = write_recipe(tmp_path, tiny_model_dir, rows, datasets=[{"path": "rows.jsonl"}])
     expected = records(load_recipe(path), tokenizer)
     result = cli("inspect-data", path)
     assert result.exit_code == 0, result.output
     # The examples of the first 3 rows (by default), each under a rule naming its row and length.
-    shown = re.findall(r"row (\d+) \((\d+) tokens\)", result.stdout)
+    shown = re.findall(r"rows\.jsonl row (\d+) \((\d+) tokens\)", result.stdout)
     assert [(int(row), int(n)) for row, n in shown] == [(r["row"], r["tokens"]) for r in expected[:4]]
     assert "Lima.<|return|>" in squeezed(result.stdout) and "Santiago." not in result.stdout
     # Then the totals of all rows.
@@ -541,11 +563,12 @@ def test_preprocess_caches_then_says_already_cached(tmp_path, tiny_model_dir, to
     assert f"alreadycached:{cache}" in squeezed(second.stdout)
 
 
-def test_train_refuses_packing(tmp_path, tiny_model_dir, cli):
+@pytest.mark.parametrize("key", ["packing", "padding_free"])
+def test_train_refuses_packing(tmp_path, tiny_model_dir, cli, key):
     path = write_recipe(tmp_path, tiny_model_dir, CLI_ROWS)
-    result = cli("train", path, "--set", "train.packing=true")
+    result = cli("train", path, "--set", f"train.{key}=true")
     assert result.exit_code == 2
     message = " ".join(result.stderr.split())
-    assert message.startswith("error: train.packing: gpt-oss builds its attention masks without position_ids")
+    assert message.startswith(f"error: train.{key}: gpt-oss builds its attention masks without position_ids")
     assert "train.train_sampling_strategy: group_by_length" in message
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

@@ -567,7 +567,10 @@ def test_row_errors_name_mapped_fields():
 
 
 def test_empty_completion_list_names_the_completion_field():
-    assert row_error({"prompt": "p", "completion": []}) == ("completion", "completion: no assistant message, so nothing to train on")
+    assert row_error({"prompt": "p", "completion": []}) == (
+        "completion",
+        "completion: no assistant message, so nothing to train on",
+    )
 
 
 def contradicting_result_row() -> dict:
