@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from ossft.harmony import Conversation, Message, SystemBlock
-from ossft.rows import ChatRow, RowError
+from ossft.harmony_tools import function_tools_section
+from ossft.rows import ChatRow
 
 
 def to_conversation(chat: ChatRow, system: SystemBlock) -> Conversation:
@@ -27,19 +28,10 @@ def to_conversation(chat: ChatRow, system: SystemBlock) -> Conversation:
             )
         elif message["role"] == "assistant":
             messages += _assistant_messages(message)
-    tools = _tools_section(chat.tools) if chat.tools else None
+    tools = function_tools_section(chat.tools) if chat.tools else None  # checked by rows.py
     if chat.reasoning_effort:
         system = SystemBlock(**{**system.__dict__, "reasoning_effort": chat.reasoning_effort})
     return Conversation(tuple(messages), system, "\n\n".join(instructions) or None, tools)
-
-
-def _tools_section(tools: list[dict]) -> str:
-    from ossft.harmony_tools import function_tools_section
-
-    try:
-        return function_tools_section(tools)
-    except ValueError as exc:
-        raise RowError("tools", str(exc)) from exc
 
 
 def _assistant_messages(message: dict) -> list[Message]:

@@ -104,10 +104,7 @@ def parsed_rows(recipe, stats: DataStats) -> list[tuple[str, int, rows.ChatRow]]
 def jobs_for_row(recipe, source: str, index: int, row: rows.ChatRow, system: harmony.SystemBlock) -> list[Job]:
     data = recipe.data
     if data.chat_format == "harmony":
-        try:
-            conversation = chat.to_conversation(row, system)
-        except rows.RowError as exc:
-            raise UserError(f"{source} row {index}, {exc}.") from exc
+        conversation = chat.to_conversation(row, system)
         return [
             Job(source, index, example.train_all_turns, pieces=harmony.render_example(example))
             for example in harmony.training_examples(conversation, data.thinking, data.train_on)
