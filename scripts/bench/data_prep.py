@@ -12,16 +12,17 @@ One run does all of it, in one process:
 4. times TRL on the same file: `datasets.load_dataset("json")` and then `SFTTrainer._prepare_dataset`,
    the method `SFTTrainer.__init__` runs on a conversational train dataset, with the Hugging Face
    chat template and `assistant_only_loss=False` (what `trl sft` does with this data). The trainer is
-   built around a 1-row dataset and a tiny random GptOssForCausalLM, so only the timed call touches
+   built around a row or two and a tiny random GptOssForCausalLM, so only the timed call touches
    the full data; datasets' cache is off for it, so every row is really tokenized;
 5. prints machine, versions, the command and a result table; `--markdown FILE` appends the same
    section to FILE (with a header if the file is new).
 
 Usage (from the repository root):
 
-    .venv/bin/python scripts/bench/data_prep.py --conversations 10000 --num-proc 1 --markdown BENCHMARKS.md
+    .venv/bin/python scripts/bench/data_prep.py --conversations 10000 --num-proc 1 --repeat 3 --markdown BENCHMARKS.md
 
-Exit code 2, with a message, when the real tokenizer's fixtures (../shared/fixtures) are missing.
+With --repeat K each of the three runs is timed K times (a fresh cache folder, freshly loaded
+tokenizers and a fresh datasets cache each time) and the medians are reported. Exit code 2, with a message, when the real tokenizer's fixtures (../shared/fixtures) are missing.
 Tokenizer loading, recipe validation and the TRL trainer's construction are outside every timing.
 """
 
@@ -29,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import platform
 import random
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +48,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 MAX_LENGTH = 8192
 SKIP_EXIT = 2
+DATA_FILE = "conversations.jsonl"  # in the run's temporary folder, like the two below
+TOKENIZER_DIR = "tokenizer"
 
 # ---------------------------------------------------------------------------------------------
 # Synthetic conversations
@@ -208,14 +213,25 @@ def write_conversations(path: Path, n: int, target: int, seed: int, encode_batch
 @dataclass
 class Result:
     name: str
-    seconds: float
+    samples: list[float]  # seconds of each repetition
     examples: int
     tokens: int
     notes: list[str] = field(default_factory=list)
 
     @property
+    def seconds(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else float("inf")
+
+
+def timed(function):
+    gc.collect()
+    start = time.perf_counter()
+    value = function()
+    return value, time.perf_counter() - start
 
 
 def count_tokens(dataset) -> int:
@@ -233,7 +249,7 @@ def write_recipe(folder: Path, data_file: Path, tokenizer_dir: Path, num_proc: i
         "data": {
             "datasets": [{"path": str(data_file), "format": "messages"}],
             "num_proc": num_proc,
-            "cache_dir": str(folder / "ossft-cache"),
+            "cache_dir": str(folder / "ossft-cache"),  # replaced per repetition
         },
         "train": {"max_length": MAX_LENGTH},
         "output": {"dir": str(folder / "out")},
@@ -243,32 +259,30 @@ def write_recipe(folder: Path, data_file: Path, tokenizer_dir: Path, num_proc: i
     return path
 
 
-def time_ossft(recipe_path: Path) -> tuple[Result, Result]:
+# Each timed run happens in a process of its own (this script, `--worker KIND`), as a real
+# `ossft train` or `trl sft` would: no run inherits another's memory, threads or garbage.
+
+
+def ossft_worker(folder: Path, rep: int, cached: bool) -> dict:
+    """One `prepare_data` call: into the empty cache folder of repetition `rep`, or from it."""
     from ossft.model import load_tokenizer
     from ossft.prepare import prepare_data
     from ossft.recipe import load_recipe
 
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(folder / "bench.yaml")
+    recipe.data.cache_dir = str(folder / f"ossft-cache-{rep}")
     tokenizer = load_tokenizer(recipe)
-
-    start = time.perf_counter()
-    first = prepare_data(recipe, tokenizer)
-    first_s = time.perf_counter() - start
-    if first.from_cache:
-        raise RuntimeError("the first ossft run came from a cache; the cache folder was meant to be empty")
-    stats = first.stats
-    dropped = stats.dropped_too_long + stats.rows_skipped
-    fresh = Result("ossft", first_s, len(first.train), count_tokens(first.train))
-    fresh.notes.append(f"{stats.rows} rows -> {stats.examples} examples, {dropped} dropped or skipped")
-
-    start = time.perf_counter()
-    again = prepare_data(recipe, tokenizer)
-    again_s = time.perf_counter() - start
-    assert again.from_cache, "the second ossft run did not come from the cache"
-    cached = Result("ossft (cached)", again_s, len(again.train), count_tokens(again.train))
-    if (cached.examples, cached.tokens) != (fresh.examples, fresh.tokens):
-        raise RuntimeError(f"cached run differs: {cached} vs {fresh}")
-    return fresh, cached
+    prepared, seconds = timed(lambda: prepare_data(recipe, tokenizer))
+    if prepared.from_cache != cached:
+        raise RuntimeError(f"expected from_cache={cached} in {recipe.data.cache_dir}, got {prepared.from_cache}")
+    stats = prepared.stats
+    return {
+        "seconds": seconds,
+        "examples": len(prepared.train),
+        "tokens": count_tokens(prepared.train),
+        "note": f"{stats.rows} rows -> {stats.examples} examples, "
+        f"{stats.dropped_too_long + stats.rows_skipped} dropped or skipped",
+    }
 
 
 def tiny_gpt_oss(vocab_size: int):
@@ -292,46 +306,97 @@ def tiny_gpt_oss(vocab_size: int):
     return GptOssForCausalLM(config)
 
 
-def time_trl(data_file: Path, tokenizer_dir: Path, folder: Path, num_proc: int) -> Result:
+def trl_worker(folder: Path, rep: int, num_proc: int) -> dict:
+    """load_dataset("json") + SFTTrainer._prepare_dataset of the whole file, datasets' cache off."""
     import datasets
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-    first_row = json.loads(data_file.open(encoding="utf-8").readline())
+    data_file = folder / DATA_FILE
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR), local_files_only=True)
+    with data_file.open(encoding="utf-8") as f:  # one row per process, so that datasets does not complain
+        first_rows = [json.loads(line) for line, _ in zip(f, range(num_proc))]
     args = SFTConfig(
         output_dir=str(folder / "trl-out"),
         max_length=MAX_LENGTH,
-        dataset_num_proc=num_proc,
+        # None (TRL's default) maps in this process; datasets forks a pool even for num_proc=1.
+        dataset_num_proc=num_proc if num_proc > 1 else None,
         assistant_only_loss=False,
         packing=False,
         report_to="none",
         use_cpu=True,
         gradient_checkpointing=None,  # transformers 5.2x warns when the deprecated name carries a value
     )
-    # Built around one row: its own preparation of that row is not what we time.
+    # Built around a row or two: its own preparation of those is not what is timed.
     trainer = SFTTrainer(
         model=tiny_gpt_oss(len(tokenizer)),
         args=args,
-        train_dataset=datasets.Dataset.from_list([first_row]),
+        train_dataset=datasets.Dataset.from_list(first_rows),
         processing_class=tokenizer,
     )
-
-    datasets.disable_caching()  # every map really runs (results go to temporary files)
-    try:
-        start = time.perf_counter()
-        rows = datasets.load_dataset("json", data_files=str(data_file), split="train", cache_dir=str(folder / "hf-datasets"))
-        loaded = time.perf_counter()
-        prepared = trainer._prepare_dataset(rows, tokenizer, trainer.args, False, None, "train")
-        seconds = time.perf_counter() - start
-    finally:
-        datasets.enable_caching()
-    result = Result("TRL", seconds, len(prepared), count_tokens(prepared))
-    result.notes.append(
-        f"load_dataset('json') {loaded - start:.2f} s + SFTTrainer._prepare_dataset {seconds - (loaded - start):.2f} s; "
-        f"{len(rows)} rows -> {len(prepared)} examples"
+    datasets.disable_caching()  # every map really runs (its results go to temporary files)
+    cache = str(folder / f"hf-datasets-{rep}")  # load_dataset's own Arrow cache: a fresh one
+    rows, load_s = timed(
+        lambda: datasets.load_dataset("json", data_files=str(data_file), split="train", cache_dir=cache)
     )
-    return result
+    prepared, prepare_s = timed(lambda: trainer._prepare_dataset(rows, tokenizer, trainer.args, False, None, "train"))
+    return {
+        "seconds": load_s + prepare_s,
+        "load_seconds": load_s,
+        "examples": len(prepared),
+        "tokens": count_tokens(prepared),
+        "note": f"{len(rows)} rows -> {len(prepared)} examples",
+    }
+
+
+def run_worker(kind: str, folder: Path, rep: int, num_proc: int) -> dict:
+    out = folder / f"result-{kind}-{rep}.json"
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--workdir", str(folder)]
+    command += ["--rep", str(rep), "--num-proc", str(num_proc), "--result", str(out)]
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {kind} run {rep} failed (exit code {done.returncode}); its output is above")
+    return json.loads(out.read_text())
+
+
+def measure(folder: Path, num_proc: int, repeat: int) -> list[Result]:
+    """ossft, ossft from its cache, TRL: `repeat` rounds, each run in a new process."""
+    runs: dict[str, list[dict]] = {"ossft": [], "ossft-cached": [], "trl": []}
+    for rep in range(repeat):
+        for kind in runs:
+            runs[kind].append(run_worker(kind, folder, rep, num_proc))
+            print(f"  round {rep + 1}/{repeat}: {kind} {runs[kind][-1]['seconds']:.3f} s", file=sys.stderr)
+    results = []
+    for kind, name in (("ossft", "ossft"), ("ossft-cached", "ossft (cached)"), ("trl", "TRL")):
+        done = runs[kind]
+        if len({(r["examples"], r["tokens"]) for r in done + runs["ossft"] * (kind != "trl")}) != 1:
+            raise RuntimeError(f"the {name} runs returned different data: {done}")
+        result = Result(name, [r["seconds"] for r in done], done[0]["examples"], done[0]["tokens"])
+        if kind == "ossft":
+            result.notes.append(done[0]["note"])
+        if kind == "trl":
+            load_s = statistics.median(r["load_seconds"] for r in done)
+            result.notes.append(
+                f"load_dataset('json') {load_s:.2f} s + SFTTrainer._prepare_dataset {result.seconds - load_s:.2f} s "
+                f"(medians); {done[0]['note']}"
+            )
+        results.append(result)
+    return results
+
+
+def worker_main(args: argparse.Namespace) -> int:
+    os.environ["HF_DATASETS_CACHE"] = str(args.workdir / f"hf-datasets-{args.worker}-{args.rep}")
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.set_verbosity_error()
+    if args.worker == "trl":
+        result = trl_worker(args.workdir, args.rep, args.num_proc)
+    else:
+        result = ossft_worker(args.workdir, args.rep, cached=args.worker == "ossft-cached")
+    args.result.write_text(json.dumps(result), encoding="utf-8")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,28 +421,23 @@ def usable_cores() -> int:
 
 
 def versions() -> dict[str, str]:
-    import datasets
-    import tokenizers
-    import torch
-    import transformers
-    import trl
+    from importlib.metadata import PackageNotFoundError, version
 
-    import ossft
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
-        "datasets": datasets.__version__,
-        "tokenizers": tokenizers.__version__,
-        "ossft": f"{ossft.__version__} ({git_state()})",
-    }
+    found = {"python": platform.python_version()}
+    for package in ("torch", "transformers", "trl", "datasets", "tokenizers", "ossft"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    found["ossft"] += f" ({git_state()})"
+    return found
 
 
 def git_state() -> str:
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "--short", "HEAD")
@@ -389,6 +449,7 @@ def git_state() -> str:
 
 def report(results: list[Result], facts: dict, meta: dict) -> str:
     fresh, cached, trl = results
+    turns = ", ".join(f"{t}: {n:,}" for t, n in facts["turns"].items())
     lines = [
         f"## Data preparation: {facts['rows']:,} conversations, num_proc {meta['num_proc']} ({meta['date']})",
         "",
@@ -397,8 +458,7 @@ def report(results: list[Result], facts: dict, meta: dict) -> str:
         f"- command: `{meta['command']}`",
         f"- data: {facts['rows']:,} conversations, {facts['bytes'] / 1e6:.1f} MB of jsonl; message text "
         f"{facts['mean_tokens']:.0f} o200k tokens on average (min {facts['min_tokens']}, max {facts['max_tokens']}); "
-        "turns " + ", ".join(f"{t}: {n:,}" for t, n in facts["turns"].items()) + f"; {facts['with_developer']:,} with a "
-        f"developer message; seed {meta['seed']}",
+        f"turns {turns}; {facts['with_developer']:,} with a developer message; seed {meta['seed']}",
         "",
         "| run | seconds | examples | tokens | tokens/s | conversations/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -416,6 +476,14 @@ def report(results: list[Result], facts: dict, meta: dict) -> str:
         f"- ossft / TRL conversations/s: {per_row:.2f}x",
         f"- first / cached ossft time: **{cache_gain:.1f}x** (goal >= 20x: {'met' if cache_gain >= 20 else 'not met'})",
         *(f"- {r.name}: {note}" for r in results for note in r.notes),
+        *(
+            [
+                f"- seconds are medians of {len(fresh.samples)} runs each: "
+                + "; ".join(f"{r.name} " + ", ".join(f"{x:.3f}" for x in r.samples) for r in results)
+            ]
+            if len(fresh.samples) > 1
+            else []
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -427,18 +495,22 @@ Measured results of `scripts/bench/data_prep.py`, which times how fast ossft tur
 into training-ready token ids (`ossft.prepare.prepare_data`: read the file, check the rows, render
 harmony, tokenize with the real o200k_harmony tokenizer, mask, save to the on-disk cache), how
 fast a second run loads the same result from that cache, and how fast TRL prepares the same rows
-(`datasets.load_dataset("json")` + `SFTTrainer._prepare_dataset` with the Hugging Face chat template).
-The data is synthetic and seeded, so a run is reproduced exactly by its command. From the repository
-root, with the fixtures of `../shared/fixtures` present:
+(`datasets.load_dataset("json")` + `SFTTrainer._prepare_dataset` with the Hugging Face chat
+template). The data is synthetic and seeded, so a run is reproduced by its command. From the
+repository root, with the fixtures of `../shared/fixtures` present:
 
-    .venv/bin/python scripts/bench/data_prep.py --conversations 10000 --num-proc 1 --markdown BENCHMARKS.md
+    .venv/bin/python scripts/bench/data_prep.py --conversations 10000 --num-proc 1 --repeat 3 --markdown BENCHMARKS.md
 
-Tokens are those of the prepared training datasets. The two sides do not produce the same
-examples: ossft (`thinking: per_turn`, `train_on: all_turns`) makes one example per assistant turn,
-each with the conversation before it, so a 3-turn conversation yields 3 examples; TRL makes one
-sequence per conversation, and the Hugging Face template keeps only the last turn's thinking.
-tokens/s measures tokenization throughput; conversations/s compares the same input. Each run
-appends a section below.
+Each run appends a section below that names its own command, machine and versions.
+
+How to read the numbers. Tokens are those of the prepared training datasets, and the two sides
+do not make the same examples: ossft (`thinking: per_turn`, `train_on: all_turns`) makes one
+example per assistant turn, each with the conversation before it, so a 3-turn conversation gives
+3 examples; TRL makes one sequence per conversation, and the Hugging Face template keeps only the
+last turn's thinking. tokens/s is tokenization throughput; conversations/s compares the same
+input. With `--num-proc 1` neither side forks (TRL gets `dataset_num_proc=None`, its default), but
+ossft tokenizes in one batch call, which the tokenizers library spreads over all cores with its
+own threads, while TRL encodes one conversation at a time on one core.
 
 """
 
@@ -462,12 +534,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="Example: .venv/bin/python scripts/bench/data_prep.py --conversations 10000 --markdown BENCHMARKS.md",
     )
     parser.add_argument("--conversations", type=int, default=10_000, help="conversations to generate (default 10000)")
-    parser.add_argument("--target-tokens", type=int, default=1000, help="o200k tokens of text per conversation (default 1000)")
-    parser.add_argument("--num-proc", type=int, default=1, help="processes for both ossft (data.num_proc) and TRL (default 1)")
+    parser.add_argument(
+        "--target-tokens", type=int, default=1000, help="o200k tokens of text per conversation (default 1000)"
+    )
+    parser.add_argument(
+        "--num-proc", type=int, default=1, help="processes for both ossft (data.num_proc) and TRL (default 1)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="time each of the three runs this many times; report medians (default 1)"
+    )
     parser.add_argument("--markdown", type=Path, help="append the result section to this Markdown file")
+    # Internal: one timed run in a process of its own (see measure()).
+    parser.add_argument("--worker", choices=["ossft", "ossft-cached", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--rep", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("conversations", "target_tokens", "num_proc"):
+    for name in ("conversations", "target_tokens", "num_proc", "repeat"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.target_tokens * 1.2 + 500 > MAX_LENGTH:
@@ -477,7 +561,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(REPO))
+    if args.worker:
+        return worker_main(args)
     from tests.o200k import gpt_oss_tokenizer_available, load_gpt_oss_tokenizer
 
     if not gpt_oss_tokenizer_available():
@@ -489,15 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         return SKIP_EXIT
 
     folder = Path(tempfile.mkdtemp(prefix="ossft-bench-"))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ["HF_DATASETS_CACHE"] = str(folder / "hf-datasets")
     try:
-        import datasets
-        from transformers.utils import logging as hf_logging
-
-        datasets.disable_progress_bars()
-        hf_logging.set_verbosity_error()
-
         meta = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": cpu_model(),
@@ -510,23 +589,21 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
         }
         reference = load_gpt_oss_tokenizer()
-        tokenizer_dir = folder / "tokenizer"
-        reference.save_pretrained(str(tokenizer_dir))
+        reference.save_pretrained(str(folder / TOKENIZER_DIR))
 
         def encode_batch(texts: list[str]) -> list[list[int]]:
             return reference(texts, add_special_tokens=False)["input_ids"]
 
-        data_file = folder / "conversations.jsonl"
+        data_file = folder / DATA_FILE
         start = time.perf_counter()
         facts = write_conversations(data_file, args.conversations, args.target_tokens, args.seed, encode_batch)
         print(
             f"wrote {facts['rows']:,} conversations ({facts['mean_tokens']:.0f} tokens of text on average) "
-            f"in {time.perf_counter() - start:.1f} s; timing ossft ...",
+            f"in {time.perf_counter() - start:.1f} s; timing, each run in a new process ...",
             file=sys.stderr,
         )
-        fresh, cached = time_ossft(write_recipe(folder, data_file, tokenizer_dir, args.num_proc))
-        print(f"ossft {fresh.seconds:.2f} s, cached {cached.seconds:.3f} s; timing TRL ...", file=sys.stderr)
-        trl = time_trl(data_file, tokenizer_dir, folder, args.num_proc)
+        write_recipe(folder, data_file, folder / TOKENIZER_DIR, args.num_proc)
+        fresh, cached, trl = measure(folder, args.num_proc, args.repeat)
 
         section = report([fresh, cached, trl], facts, meta)
         print(section)
