@@ -86,6 +86,9 @@ def tiny_model(
     top_k: Annotated[int, typer.Option(help="Experts each token is routed to.")] = 2,
     hidden: Annotated[int, typer.Option(help="Hidden size (also the expert width).")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 0,
+    mxfp4: Annotated[
+        bool, typer.Option("--mxfp4", help="Store the experts as MXFP4, like the released checkpoints.")
+    ] = False,
     corpus: Annotated[
         Path | None, typer.Option(help="Conversations (.jsonl) for the tokenizer; default: the sample data.")
     ] = None,
@@ -97,7 +100,7 @@ def tiny_model(
     from ossft.tiny import SAMPLE_DATA, TinySpec, write_tiny_model
 
     spec = TinySpec(layers=layers, experts=experts, experts_per_token=top_k, hidden=hidden, seed=seed)
-    path = write_tiny_model(out, spec, corpus or SAMPLE_DATA)
+    path = write_tiny_model(out, spec, corpus or SAMPLE_DATA, mxfp4=mxfp4)
     console.print(
         f"tiny gpt-oss written to [bold]{path}[/] ({layers} layers, {experts} experts, top-{top_k}, hidden {hidden})"
     )
@@ -172,25 +175,41 @@ def preprocess(recipe: RecipeArg, set_: SetOpt = None):
 @user_errors
 def generate(
     model_dir: Annotated[
-        Path, typer.Argument(help="A trained output folder (adapter or full model).", show_default=False)
+        Path, typer.Argument(help="A model, merged model or LoRA adapter folder.", show_default=False)
     ],
     prompt: Annotated[str, typer.Option(help="The user message.")] = "What is 12 + 7?",
-    developer: Annotated[str | None, typer.Option(help="Optional developer instructions.")] = None,
+    system: Annotated[str | None, typer.Option(help="Model identity line of the harmony system message.")] = None,
+    developer: Annotated[str | None, typer.Option(help="Developer instructions.")] = None,
+    reasoning_effort: Annotated[str | None, typer.Option(help="low, medium or high (default: as trained).")] = None,
     base: Annotated[
         str | None, typer.Option(help="Base model of a LoRA adapter, if not where training found it.")
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Stop after this many tokens.")] = 96,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ):
-    """Generate one answer with harmony and show its analysis and final channels.
+    """Generate one answer in harmony and show its analysis and final channels.
 
-    Example: ossft generate outputs/quickstart --prompt "Quelle est la capitale de l'Italie ?"
+    Example: ossft generate outputs/quickstart --prompt "Quelle est la capitale de l'Italie ?" --reasoning-effort low
     """
+    import dataclasses
+
     from ossft.generate import generate as run_generate
     from ossft.generate import load_for_generation, system_block_of
 
+    if reasoning_effort not in (None, "low", "medium", "high"):
+        raise UserError(f"--reasoning-effort {reasoning_effort}: expected low, medium or high.")
+    block = system_block_of(model_dir)
+    block = dataclasses.replace(
+        block,
+        model_identity=system or block.model_identity,
+        reasoning_effort=reasoning_effort or block.reasoning_effort,
+    )
     network, tokenizer = load_for_generation(model_dir, base)
-    result = run_generate(network, tokenizer, prompt, developer, max_new_tokens, system_block_of(model_dir))
-    console.print(f"[bold]user:[/] {prompt}")
+    result = run_generate(network, tokenizer, prompt, developer, max_new_tokens, block)
+    if as_json:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        return
+    console.print(f"[bold]user:[/] {prompt}", highlight=False)
     for channel, text in result["channels"].items():
         console.print(f"[bold]{channel}:[/] {text}", highlight=False)
     if not result["channels"]:

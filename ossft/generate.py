@@ -1,4 +1,8 @@
-"""Ask a trained model something: harmony prompt -> greedy generation -> its channels, parsed."""
+"""Ask a model something: harmony prompt -> greedy generation -> its analysis and final channels.
+
+Works on a base or merged model folder (MXFP4 or not) and on a LoRA adapter folder, whose base is
+found in adapter_config.json. Generation stops where a served gpt-oss stops: `<|return|>` or `<|call|>`.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +14,47 @@ from ossft.data import special_token_ids, text_encoder
 from ossft.errors import UserError
 
 
+def _load_model(folder: Path, dtype):
+    from transformers import AutoConfig, AutoModelForCausalLM, Mxfp4Config
+
+    from ossft.model import is_mxfp4_checkpoint
+
+    kwargs = {"dtype": dtype, "attn_implementation": "eager"}
+    if is_mxfp4_checkpoint(AutoConfig.from_pretrained(folder)):
+        kwargs["quantization_config"] = Mxfp4Config(dequantize=True)
+    return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+
+
 def load_for_generation(model_dir: str | Path, base: str | None = None):
-    """A full model folder, or a LoRA adapter folder on top of its base model."""
+    """(model, tokenizer) from a model folder, or from an adapter folder on top of its base."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UserError(f"{model_dir}: no such folder. Give a trained output folder, a merged model or a base model.")
     adapter_config = model_dir / "adapter_config.json"
     if not adapter_config.is_file() and not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json).")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if adapter_config.is_file():
-        from peft import PeftModel
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if not adapter_config.is_file():
+        return _load_model(model_dir, dtype).eval(), AutoTokenizer.from_pretrained(model_dir)
+    from peft import PeftModel
 
-        base = base or json.loads(adapter_config.read_text())["base_model_name_or_path"]
-        if not (Path(base) / "config.json").is_file():
-            raise UserError(f"the adapter's base model is not at {base}; pass --base with its folder.")
-        network = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="eager")
-        network = PeftModel.from_pretrained(network, model_dir)
-    else:
-        network = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager")
+    base = base or json.loads(adapter_config.read_text())["base_model_name_or_path"]
+    if not (Path(base) / "config.json").is_file():
+        raise UserError(f"the adapter's base model is not at {base}; pass --base with its folder.")
+    has_tokenizer = (model_dir / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir if has_tokenizer else base)
+    try:
+        network = PeftModel.from_pretrained(_load_model(Path(base), dtype), model_dir)
+    except RuntimeError as exc:
+        if "size mismatch" not in str(exc):
+            raise
+        first = next(line.strip() for line in str(exc).splitlines() if "size mismatch" in line)
+        raise UserError(
+            f"the adapter in {model_dir} was not trained on the base {base} ({first}). Pass --base with its real base."
+        ) from exc
     return network.eval(), tokenizer
 
 
@@ -44,6 +69,18 @@ def system_block_of(model_dir: str | Path) -> harmony.SystemBlock:
     return system_block(load_recipe(recipe_copy))
 
 
+def prompt_ids(tokenizer, prompt: str, developer: str | None, system: harmony.SystemBlock) -> list[int]:
+    conversation = harmony.Conversation((harmony.Message("user", prompt),), system, developer)
+    pieces = harmony.render(conversation.header_messages() + list(conversation.messages), generation_prompt=True)
+    return harmony.encode(pieces, text_encoder(tokenizer), special_token_ids(tokenizer))
+
+
+def completion_channels(tokenizer, completion_ids: list[int]) -> dict[str, str]:
+    """The channels of what the model wrote after the prompt's `<|start|>assistant`."""
+    text = tokenizer.decode(completion_ids, skip_special_tokens=False)
+    return harmony.parse_completion(harmony.START + "assistant" + text)
+
+
 def generate(
     network,
     tokenizer,
@@ -54,20 +91,22 @@ def generate(
 ) -> dict:
     import torch
 
-    conversation = harmony.Conversation((harmony.Message("user", prompt),), system or harmony.SystemBlock(), developer)
-    pieces = harmony.render(conversation.header_messages() + list(conversation.messages), generation_prompt=True)
+    ids = prompt_ids(tokenizer, prompt, developer, system or harmony.SystemBlock())
     special_ids = special_token_ids(tokenizer)
-    ids = harmony.encode(pieces, text_encoder(tokenizer), special_ids)
+    device = next(network.parameters()).device
     with torch.no_grad():
         output = network.generate(
-            torch.tensor([ids]),
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            torch.tensor([ids], device=device),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=[special_ids[t] for t in harmony.STOP_TOKENS],
             pad_token_id=tokenizer.pad_token_id,
         )
-    completion = tokenizer.decode(output[0, len(ids) :], skip_special_tokens=False)
-    # The prompt ended at "<|start|>assistant": put it back so the first message parses like the rest.
-    channels = harmony.parse_completion(harmony.START + "assistant" + completion)
-    return {"prompt": prompt, "completion": completion, "channels": channels}
+    completion = output[0, len(ids) :].tolist()
+    return {
+        "prompt": prompt,
+        "completion": tokenizer.decode(completion, skip_special_tokens=False),
+        "channels": completion_channels(tokenizer, completion),
+        "tokens": len(completion),
+    }

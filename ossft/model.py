@@ -8,6 +8,7 @@ parameters (`gate_up_proj` [E, H, 2I], `down_proj` [E, I, H]), not one Linear pe
 from __future__ import annotations
 
 import difflib
+import warnings
 from pathlib import Path
 
 from ossft.errors import UserError
@@ -39,10 +40,21 @@ def load_tokenizer(recipe):
     return tokenizer
 
 
+def is_mxfp4_checkpoint(config) -> bool:
+    quantization = getattr(config, "quantization_config", None) or {}
+    if not isinstance(quantization, dict):
+        quantization = quantization.to_dict()
+    return quantization.get("quant_method") == "mxfp4"
+
+
 def load_model(recipe):
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, Mxfp4Config
 
+    name = recipe.model.base_model
+    config = _from_pretrained(AutoConfig, name, trust_remote_code=recipe.model.trust_remote_code)
+    if config.model_type != "gpt_oss":
+        raise UserError(f"model.base_model: {name} is a {config.model_type} model, not gpt-oss.")
     kwargs = {
         "dtype": "auto" if recipe.model.dtype == "auto" else getattr(torch, recipe.model.dtype),
         "attn_implementation": recipe.model.attn_implementation,
@@ -50,13 +62,33 @@ def load_model(recipe):
     }
     if recipe.model.experts_implementation:
         kwargs["experts_implementation"] = recipe.model.experts_implementation
-    model = _from_pretrained(AutoModelForCausalLM, recipe.model.base_model, **kwargs)
-    if model.config.model_type != "gpt_oss":
-        raise UserError(
-            f"model.base_model: {recipe.model.base_model} is a {model.config.model_type} model, not gpt-oss."
-        )
+    mxfp4 = is_mxfp4_checkpoint(config)
+    if mxfp4:
+        # Training needs real tensors: the FP4 expert weights become bf16 (or the recipe's dtype).
+        kwargs["quantization_config"] = Mxfp4Config(dequantize=True)
+    model = _from_pretrained(AutoModelForCausalLM, name, **kwargs)
+    if mxfp4:
+        forget_mxfp4_layout(model)
     model.config.use_cache = False  # the KV cache only costs memory while training
     return model
+
+
+def forget_mxfp4_layout(model) -> None:
+    """Make every later save write the dequantized experts under their plain names.
+
+    transformers remembers how it turned `*_blocks`/`*_scales` into `gate_up_proj` and, on save,
+    writes the bf16 tensors back under the `_blocks` names without `quantization_config`: the
+    reload then initialises the experts at random, with a warning only (design.md trap 1).
+    """
+    conversions = getattr(model, "_weight_conversions", None) or []
+    model._weight_conversions = [
+        c for c in conversions if not any("_blocks" in p for p in getattr(c, "source_patterns", []))
+    ]
+    model.config.quantization_config = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
 
 
 def expert_targets(experts: str | list[int], num_layers: int) -> list[str]:
@@ -76,12 +108,17 @@ def lora_config(recipe, num_layers: int):
     from peft import LoraConfig
 
     lora = recipe.lora
+    targets = expert_targets(lora.experts, num_layers)
+    # PEFT matches rank_pattern keys against target_parameters names too (and, as of 0.21, still
+    # warns that they matched nothing: the ranks are applied all the same, tests/test_model.py).
+    ranks = {name: lora.experts_r for name in EXPERT_PARAMETERS} if targets and lora.experts_r else {}
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.lora_alpha,
         lora_dropout=lora.lora_dropout,
         target_modules=list(lora.target_modules),
-        target_parameters=expert_targets(lora.experts, num_layers) or None,
+        target_parameters=targets or None,
+        rank_pattern=ranks,
         task_type="CAUSAL_LM",
     )
 
@@ -107,7 +144,9 @@ def apply_lora(model, recipe):
     if recipe.lora is None:
         return model
     check_target_modules(model, recipe.lora.target_modules)
-    return get_peft_model(model, lora_config(recipe, model.config.num_hidden_layers))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The following (rank|alpha)_pattern keys did not match")
+        return get_peft_model(model, lora_config(recipe, model.config.num_hidden_layers))
 
 
 def parameter_counts(model) -> tuple[int, int]:

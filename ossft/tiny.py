@@ -43,7 +43,9 @@ class TinySpec:
             )
 
 
-def write_tiny_model(out: str | Path, spec: TinySpec = TinySpec(), corpus: str | Path = SAMPLE_DATA) -> Path:
+def write_tiny_model(
+    out: str | Path, spec: TinySpec = TinySpec(), corpus: str | Path = SAMPLE_DATA, mxfp4: bool = False
+) -> Path:
     """Write model + tokenizer to `out` (via a temporary folder, so a failure leaves nothing half-made)."""
     spec.check()
     out = Path(out)
@@ -55,7 +57,10 @@ def write_tiny_model(out: str | Path, spec: TinySpec = TinySpec(), corpus: str |
         tokenizer = build_tokenizer(corpus, spec.vocab)
         tokenizer.save_pretrained(staging)
         model = build_model(spec, len(tokenizer), tokenizer)
-        model.save_pretrained(staging)
+        if mxfp4:
+            save_as_mxfp4(model, staging)
+        else:
+            model.save_pretrained(staging)
         (staging / "tiny_spec.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
         if out.exists():
             out.rmdir()
@@ -63,6 +68,34 @@ def write_tiny_model(out: str | Path, spec: TinySpec = TinySpec(), corpus: str |
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+# The released gpt-oss checkpoints quantize the expert weights only.
+MXFP4_CONFIG = {
+    "quant_method": "mxfp4",
+    "modules_to_not_convert": [
+        "model.layers.*.self_attn",
+        "model.layers.*.mlp.router",
+        "model.embed_tokens",
+        "lm_head",
+    ],
+}
+
+
+def save_as_mxfp4(model, folder: Path) -> None:
+    """Save like a released gpt-oss checkpoint: experts as MXFP4 blocks and scales, the rest as is."""
+    from safetensors.torch import save_file
+
+    from ossft import mxfp4
+
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    for name in [n for n in state if n.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj"))]:
+        state[f"{name}_blocks"], state[f"{name}_scales"] = mxfp4.pack(state.pop(name))
+    model.config.quantization_config = dict(MXFP4_CONFIG)
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(folder)
+    model.generation_config.save_pretrained(folder)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
 def build_tokenizer(corpus: str | Path, vocab: int):

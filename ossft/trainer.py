@@ -10,6 +10,7 @@ from ossft import model, prepare
 from ossft.errors import UserError
 from ossft.files import write_text_atomic
 from ossft.recipe import TRAIN_DEFAULTS, dump_recipe
+from ossft.verify import verify_trained_model
 
 RECIPE_COPY = "recipe.yaml"
 
@@ -104,5 +105,7 @@ def run_training(recipe, on_status=print) -> TrainingRun:
     trainer.train()
     wall = time.perf_counter() - started
     trainer.save_model(str(output))
+    verified = verify_trained_model(trainer.model, output)
+    on_status(f"saved and read back: {verified.tensors} tensors of the {verified.architecture} in {output}")
     trainer.save_state()
     return TrainingRun(recipe, trainer, prepared, trainable, total, wall)
