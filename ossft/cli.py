@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -214,3 +215,74 @@ def generate(
         console.print(f"[bold]{channel}:[/] {text}", highlight=False)
     if not result["channels"]:
         console.print(f"[bold]raw:[/] {result['completion']}", highlight=False)
+
+
+@contextlib.contextmanager
+def byte_progress(description: str):
+    """A progress bar in bytes with ETA; yields the `on_progress(done, total)` callback."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=errors, transient=True) as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+@app.command()
+@user_errors
+def export(
+    model_dir: Annotated[Path, typer.Argument(help="A merged or fully fine-tuned model folder.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (must not exist or be empty).")],
+    mxfp4: Annotated[
+        bool, typer.Option("--mxfp4", help="Quantize the experts to MXFP4 (the only format so far).")
+    ] = False,
+):
+    """Write a model with its experts back in MXFP4, the released checkpoints' format (4x smaller experts).
+
+    Example: ossft export outputs/merged --mxfp4 --out outputs/merged-mxfp4
+    """
+    from ossft.export import export_mxfp4
+
+    if not mxfp4:
+        raise UserError("export: say which format to write; --mxfp4 is the one ossft writes.")
+    with byte_progress("quantizing experts") as on_progress:
+        report = export_mxfp4(model_dir, out, on_progress=on_progress)
+    from rich.table import Table
+
+    table = Table(title="MXFP4 quantization error (relative RMS)", title_justify="left")
+    table.add_column("tensor")
+    table.add_column("error", justify="right")
+    for name, error in report.errors.items():
+        table.add_row(name, f"{error:.4f}")
+    console.print(table)
+    console.print(
+        f"wrote and read back {report.tensors} tensors in {len(report.shards)} shard(s) to [bold]{report.out_dir}[/] "
+        f"({report.bytes_in / 2**20:,.1f} MiB -> {report.bytes_out / 2**20:,.1f} MiB, {report.seconds:.1f} s)"
+    )
+
+
+@app.command("merge-lora")
+@user_errors
+def merge_lora(
+    adapter_dir: Annotated[
+        Path, typer.Argument(help="A LoRA adapter folder (ossft train's output).", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (must not exist or be empty).")],
+    base: Annotated[str | None, typer.Option(help="Base model; default: the one in adapter_config.json.")] = None,
+    dtype: Annotated[str, typer.Option(help="dtype of dequantized MXFP4 experts: bfloat16 or float32.")] = "bfloat16",
+):
+    """Merge attention and expert LoRA into the base weights, one shard at a time, and check the result.
+
+    Example: ossft merge-lora outputs/quickstart --out outputs/quickstart-merged
+    """
+    from ossft.merge import merge_lora as run_merge
+
+    if dtype not in ("bfloat16", "float32"):
+        raise UserError(f"--dtype {dtype}: expected bfloat16 or float32.")
+    with byte_progress("merging") as on_progress:
+        report = run_merge(adapter_dir, out, base=base, on_progress=on_progress, dtype=dtype)
+    console.print(
+        f"merged LoRA into {len(report.merged_tensors)} of {report.tensors} tensors; wrote and read back "
+        f"{report.shards} shard(s) in [bold]{report.out_dir}[/] ({report.seconds:.1f} s). "
+        f"Next: ossft generate {report.out_dir}, or ossft export {report.out_dir} --mxfp4 --out DIR"
+    )

@@ -33,7 +33,8 @@ def summarize(run) -> dict:
         "best_loss": min(losses) if losses else None,
         "loss_drop": (1 - losses[-1] / losses[0]) if len(losses) > 1 and losses[0] else None,
         "wall_seconds": round(run.wall_seconds, 1),
-        "next": f"ossft generate {output}",
+        "next": f"ossft generate {output}"
+        + (f"  |  ossft merge-lora {output} --out {output}-merged" if adapter else ""),
     }
 
 

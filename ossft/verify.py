@@ -30,7 +30,7 @@ def tensor_digest(tensor) -> str:
     data = tensor.detach().to("cpu").contiguous()
     raw = data.view(torch.uint8) if data.dtype != torch.uint8 and data.numel() else data
     digest = hashlib.sha256(f"{data.dtype}|{tuple(data.shape)}|".encode())
-    digest.update(raw.numpy().tobytes())
+    digest.update(raw.numpy())  # hashes the buffer in place: no copy of a multi-GB tensor
     return digest.hexdigest()
 
 

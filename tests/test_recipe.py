@@ -172,6 +172,11 @@ BROKEN = [
         ),
         ["data.datasets", "at least 1 item"],
     ),
+    (
+        "unknown experts backend",
+        replace_line("attn_implementation", "  experts_implementation: fast"),
+        ["model.experts_implementation", "'fast'", "'grouped_mm'"],
+    ),
     ("unicode key", replace_line("  r: 8", "  ränk: 8"), ["lora.ränk", "unknown key"]),
 ]
 

@@ -1,29 +1,32 @@
 """Benchmark: how fast ossft prepares training data, against TRL's own preparation of the same rows.
 
-One run does all of it, in one process:
+One command does all of it:
 
 1. writes N synthetic conversations (seeded, so the same flags give the same file) to a jsonl in a
    temporary folder: OpenAI / Hugging Face `messages` rows, 1 to 3 turns, assistant `thinking`,
    a developer message in some, text in a dozen languages, each about --target-tokens o200k tokens
    of message text;
 2. times `ossft.prepare.prepare_data` on a recipe that reads that file (the real gpt-oss tokenizer,
-   a fresh data cache, train.max_length 8192 so nothing is dropped);
-3. times the same call again, which must be served from the cache it just wrote;
+   an empty data cache, train.max_length 8192 so nothing is dropped);
+3. times the same call again, which must be served from the cache the first one wrote;
 4. times TRL on the same file: `datasets.load_dataset("json")` and then `SFTTrainer._prepare_dataset`,
    the method `SFTTrainer.__init__` runs on a conversational train dataset, with the Hugging Face
    chat template and `assistant_only_loss=False` (what `trl sft` does with this data). The trainer is
    built around a row or two and a tiny random GptOssForCausalLM, so only the timed call touches
-   the full data; datasets' cache is off for it, so every row is really tokenized;
+   the full data; datasets' cache is off, so every row is really tokenized;
 5. prints machine, versions, the command and a result table; `--markdown FILE` appends the same
    section to FILE (with a header if the file is new).
+
+Every timed run happens in a new process of its own (this script with `--worker`), as a real
+`ossft train` or `trl sft` would; process start, imports, tokenizer loading, recipe validation and
+the TRL trainer's construction are outside the timings. With --repeat K, the three runs are done K
+times in turn (ossft, ossft cached, TRL, ossft, ...) and the medians are reported.
 
 Usage (from the repository root):
 
     .venv/bin/python scripts/bench/data_prep.py --conversations 10000 --num-proc 1 --repeat 3 --markdown BENCHMARKS.md
 
-With --repeat K each of the three runs is timed K times (a fresh cache folder, freshly loaded
-tokenizers and a fresh datasets cache each time) and the medians are reported. Exit code 2, with a message, when the real tokenizer's fixtures (../shared/fixtures) are missing.
-Tokenizer loading, recipe validation and the TRL trainer's construction are outside every timing.
+Exit code 2, with a message, when the real tokenizer's fixtures (../shared/fixtures) are missing.
 """
 
 from __future__ import annotations
@@ -413,6 +416,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "unknown"
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -453,7 +463,8 @@ def report(results: list[Result], facts: dict, meta: dict) -> str:
     lines = [
         f"## Data preparation: {facts['rows']:,} conversations, num_proc {meta['num_proc']} ({meta['date']})",
         "",
-        f"- machine: {meta['cpu']}, {meta['cores']} cores usable ({meta['cpu_count']} online), {meta['system']}",
+        f"- machine: {meta['cpu']}, {meta['cores']} cores usable ({meta['cpu_count']} online), {meta['system']}; "
+        f"1-minute load average {meta['load_before']} before the timed runs, {meta['load_after']} after",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         f"- command: `{meta['command']}`",
         f"- data: {facts['rows']:,} conversations, {facts['bytes'] / 1e6:.1f} MB of jsonl; message text "
@@ -501,7 +512,9 @@ repository root, with the fixtures of `../shared/fixtures` present:
 
     .venv/bin/python scripts/bench/data_prep.py --conversations 10000 --num-proc 1 --repeat 3 --markdown BENCHMARKS.md
 
-Each run appends a section below that names its own command, machine and versions.
+Each run appends a section below that names its own command, machine and versions. Every timed
+run is a new process; with `--repeat 3` the table holds the medians and the notes every time.
+The load average before and after is printed because other work on the machine slows every run.
 
 How to read the numbers. Tokens are those of the prepared training datasets, and the two sides
 do not make the same examples: ossft (`thinking: per_turn`, `train_on: all_turns`) makes one
@@ -603,7 +616,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         write_recipe(folder, data_file, folder / TOKENIZER_DIR, args.num_proc)
+        meta["load_before"] = load_average()
         fresh, cached, trl = measure(folder, args.num_proc, args.repeat)
+        meta["load_after"] = load_average()
 
         section = report([fresh, cached, trl], facts, meta)
         print(section)

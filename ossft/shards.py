@@ -1,0 +1,20 @@
+"""The sharded safetensors layout ossft writes: `model-0000x-of-0000N.safetensors` plus an index.
+
+Always the sharded form, one shard included, so every folder ossft writes reads the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+INDEX = "model.safetensors.index.json"
+
+
+def shard_names(count: int) -> list[str]:
+    return [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+
+
+def write_index(folder: Path, weight_map: dict[str, str], total_size: int) -> None:
+    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+    (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")

@@ -1,0 +1,61 @@
+"""The after-training commands through the CLI: merge-lora, export --mxfp4, and their bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ossft.model import apply_lora, load_model
+from ossft.recipe import load_recipe
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    import torch
+
+    recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", [f"model.base_model={tiny_model_dir}"])
+    model = apply_lora(load_model(recipe), recipe)
+    torch.manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # zero at init: make the merge change something
+            parameter.data.normal_(std=0.05)
+    folder = tmp_path_factory.mktemp("adapter") / "adapter"
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_merge_then_export_through_the_cli(cli, adapter_dir, tmp_path):
+    merged, exported = tmp_path / "merged", tmp_path / "mxfp4"
+    result = cli("merge-lora", adapter_dir, "--out", merged, "--dtype", "float32")
+    assert result.exit_code == 0, result.stderr
+    assert "merged LoRA into 12 of 37 tensors" in result.stdout  # q/k/v/o of 2 layers + both experts of 2
+    assert json.loads((merged / "model.safetensors.index.json").read_text())["weight_map"]
+    result = cli("export", merged, "--mxfp4", "--out", exported)
+    assert result.exit_code == 0, result.stderr
+    assert "model.layers.1.mlp.experts.down_proj" in result.stdout and "wrote and read back 41 tensors" in result.stdout
+    assert json.loads((exported / "config.json").read_text())["quantization_config"]["quant_method"] == "mxfp4"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["merge-lora", "/no/adapter", "--out", "{tmp}/o"], "/no/adapter"),
+        (["merge-lora", "{model}", "--out", "{tmp}/o"], "not a LoRA adapter"),
+        (
+            ["merge-lora", "{adapter}", "--out", "{tmp}/o", "--dtype", "int8"],
+            "--dtype int8: expected bfloat16 or float32",
+        ),
+        (["export", "{model}", "--out", "{tmp}/o"], "--mxfp4 is the one ossft writes"),
+        (["export", "{adapter}", "--mxfp4", "--out", "{tmp}/o"], "is a LoRA adapter, not a full model"),
+        (["export", "/no/model", "--mxfp4", "--out", "{tmp}/o"], "/no/model"),
+    ],
+)
+def test_bad_input_exits_2(cli, tmp_path, tiny_model_dir, adapter_dir, args, message):
+    fill = {"tmp": tmp_path, "model": tiny_model_dir, "adapter": adapter_dir}
+    result = cli(*[a.format(**fill) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
