@@ -32,33 +32,11 @@ from pathlib import Path
 
 from ossft import mxfp4
 from ossft.errors import UserError
-from ossft.shards import shard_names, write_index
+from ossft.shards import DEFAULT_MAX_SHARD_SIZE, TOKENIZER_FILES, shard_names, write_index
 
-DEFAULT_MAX_SHARD_SIZE = 5 * 2**30
 EXPERT_SUFFIXES = tuple(f".mlp.experts.{proj}" for proj in mxfp4.EXPERT_PROJECTIONS)
-# The released gpt-oss-20b / 120b config.json, word for word.
-QUANTIZATION_CONFIG = {
-    "quant_method": "mxfp4",
-    "modules_to_not_convert": [
-        "model.layers.*.self_attn",
-        "model.layers.*.mlp.router",
-        "model.embed_tokens",
-        "lm_head",
-    ],
-}
-# Copied beside the weights when present: what a server or `from_pretrained` reads besides config.json.
-COPIED_FILES = (
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-)
+QUANTIZATION_CONFIG = mxfp4.QUANTIZATION_CONFIG
+COPIED_FILES = ("generation_config.json", *TOKENIZER_FILES)
 FLOAT_DTYPES = ("F64", "F32", "BF16", "F16")
 
 

@@ -41,21 +41,9 @@ from pathlib import Path
 
 from ossft import mxfp4
 from ossft.errors import UserError
-from ossft.shards import shard_names, write_index
+from ossft.shards import DEFAULT_MAX_SHARD_SIZE, TOKENIZER_FILES, shard_names, write_index
 
-DEFAULT_MAX_SHARD_SIZE = 5 * 2**30
 ADAPTER_PREFIX = "base_model.model."
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-)
 # Adapter features that are more than low-rank deltas on existing weights: refused rather than half-merged.
 UNSUPPORTED = ("use_dora", "lora_bias", "modules_to_save", "trainable_token_indices", "layer_replication")
 

@@ -20,6 +20,16 @@ FP4_VALUES: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -
 BLOCK = 32  # values per shared scale
 SCALE_BIAS = 127  # e8m0: scale byte s means 2**(s - 127); 255 is NaN
 EXPERT_PROJECTIONS = ("gate_up_proj", "down_proj")
+# The released gpt-oss-20b / 120b config.json, word for word: only the expert weights are MXFP4.
+QUANTIZATION_CONFIG = {
+    "quant_method": "mxfp4",
+    "modules_to_not_convert": [
+        "model.layers.*.self_attn",
+        "model.layers.*.mlp.router",
+        "model.embed_tokens",
+        "lm_head",
+    ],
+}
 
 # Rounding |x| / 2**k to the nearest E2M1 magnitude: the midpoints between neighbouring codes 0..7, and how a value
 # exactly on a midpoint goes. Ties go to the even code (the one whose mantissa bit is 0), as IEEE roundTiesToEven

@@ -9,6 +9,19 @@ import json
 from pathlib import Path
 
 INDEX = "model.safetensors.index.json"
+DEFAULT_MAX_SHARD_SIZE = 5 * 2**30
+# What a server or `from_pretrained` reads besides config.json and the weights, copied along when present.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+)
 
 
 def shard_names(count: int) -> list[str]:

@@ -70,18 +70,6 @@ def write_tiny_model(
     return out
 
 
-# The released gpt-oss checkpoints quantize the expert weights only.
-MXFP4_CONFIG = {
-    "quant_method": "mxfp4",
-    "modules_to_not_convert": [
-        "model.layers.*.self_attn",
-        "model.layers.*.mlp.router",
-        "model.embed_tokens",
-        "lm_head",
-    ],
-}
-
-
 def save_as_mxfp4(model, folder: Path) -> None:
     """Save like a released gpt-oss checkpoint: experts as MXFP4 blocks and scales, the rest as is."""
     from safetensors.torch import save_file
@@ -91,7 +79,7 @@ def save_as_mxfp4(model, folder: Path) -> None:
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     for name in [n for n in state if n.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj"))]:
         state[f"{name}_blocks"], state[f"{name}_scales"] = mxfp4.pack(state.pop(name))
-    model.config.quantization_config = dict(MXFP4_CONFIG)
+    model.config.quantization_config = dict(mxfp4.QUANTIZATION_CONFIG)
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(folder)
     model.generation_config.save_pretrained(folder)
