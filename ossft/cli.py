@@ -115,14 +115,22 @@ def train(recipe: RecipeArg, set_: SetOpt = None):
     Example: ossft train recipes/quickstart.yaml --set train.num_train_epochs=1
     """
     from ossft.recipe import load_recipe
-    from ossft.report import summarize, summary_table, write_summary
+    from ossft.report import summarize, summary_table
     from ossft.trainer import run_training
 
     resolved = load_recipe(recipe, set_ or [])
-    run = run_training(resolved, on_status=lambda line: console.print(f"[cyan]ossft[/] {line}"))
-    summary = summarize(run)
-    write_summary(summary, run.output_dir)
-    console.print(summary_table(summary))
+
+    def status(line: str) -> None:
+        console.print(f"[cyan]ossft[/] {line}")
+
+    processes = (resolved.launch.num_processes or 1) * resolved.launch.num_machines
+    if processes > 1:
+        status(
+            f"[yellow]this recipe asks for {processes} processes; ossft's multi-process launcher is not built "
+            "yet, so this run trains in one process[/]"
+        )
+    run = run_training(resolved, on_status=status)  # writes summary.json, loss.png and the model card
+    console.print(summary_table(summarize(run)))
 
 
 @app.command("inspect-data")
@@ -285,4 +293,55 @@ def merge_lora(
         f"merged LoRA into {len(report.merged_tensors)} of {report.tensors} tensors; wrote and read back "
         f"{report.shards} shard(s) in [bold]{report.out_dir}[/] ({report.seconds:.1f} s). "
         f"Next: ossft generate {report.out_dir}, or ossft export {report.out_dir} --mxfp4 --out DIR"
+    )
+
+
+@app.command()
+@user_errors
+def plot(
+    output_dir: Annotated[Path, typer.Argument(help="The output folder of `ossft train`.", show_default=False)],
+):
+    """Redraw loss.png (train and eval loss, learning rate) from the newest trainer_state.json.
+
+    Example: ossft plot outputs/quickstart
+    """
+    from ossft.plots import redraw
+
+    written, state = redraw(output_dir)
+    console.print(f"wrote [bold]{written}[/] from {state}")
+
+
+@app.command()
+@user_errors
+def init(
+    model: Annotated[str | None, typer.Option(help="20b or 120b (gpt-oss-20b / gpt-oss-120b).")] = None,
+    method: Annotated[str | None, typer.Option(help="lora (adapters) or full (every weight trained).")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs on each node.")] = None,
+    nodes: Annotated[int | None, typer.Option(help="Nodes (machines); num_processes becomes gpus x nodes.")] = None,
+    out: Annotated[Path | None, typer.Option(help="The recipe file to write.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+):
+    """Write a commented recipe for a model, a method and your GPUs, made from the closest shipped recipe.
+
+    In a terminal it asks for what is not given; otherwise it takes 20b, lora, 1 GPU, 1 node, recipe.yaml.
+
+    Example: ossft init --model 120b --method full --gpus 8 --nodes 2 --out recipes/my-120b.yaml
+    """
+    from ossft import init_recipe
+
+    given = {"model": model, "method": method, "gpus": gpus, "nodes": nodes, "out": out}
+    ask = init_recipe.ask_in_terminal if init_recipe.stdin_is_terminal() else None
+    choice, defaulted = init_recipe.resolve_choice(given, ask)
+    if defaulted:
+        used = ", ".join(f"--{name} {getattr(choice, name)}" for name in defaulted)
+        errors.print(f"not a terminal, so nothing was asked; defaults: {used}", highlight=False, soft_wrap=True)
+    result = init_recipe.write_recipe(choice, force=force)
+    for note in result.notes:
+        errors.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    layout = init_recipe.layout_words(choice.gpus, choice.nodes)
+    console.print(
+        f"wrote [bold]{result.path}[/] for gpt-oss-{choice.model}, {choice.method}, {layout} "
+        f"(from recipes/{result.template.name}). Next: ossft validate {result.path}",
+        highlight=False,
+        soft_wrap=True,
     )

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ossft import model, prepare
+from ossft import model, prepare, report
 from ossft.errors import UserError
 from ossft.files import write_text_atomic
 from ossft.recipe import TRAIN_DEFAULTS, dump_recipe
@@ -23,6 +23,7 @@ class TrainingRun:
     trainable_params: int
     total_params: int
     wall_seconds: float
+    measurements: object | None = None  # callbacks.Measurements: tokens, speed, peak memory
 
     @property
     def output_dir(self) -> Path:
@@ -76,7 +77,7 @@ def with_eval_schedule(values: dict, has_eval: bool) -> dict:
 
 def prepare_trainer(recipe, on_status=print):
     """Everything up to the first step: tokenizer, data, model, LoRA, trainer."""
-    from trl import SFTTrainer
+    from ossft.callbacks import LossPlotCallback, MeteredSFTTrainer
 
     sft_config(recipe)  # refuse a bad train: section before any slow work
     tokenizer = model.load_tokenizer(recipe)
@@ -91,8 +92,13 @@ def prepare_trainer(recipe, on_status=print):
     network = model.apply_lora(model.load_model(recipe), recipe)
     trainable, total = model.parameter_counts(network)
     on_status(f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.2f}%)")
-    trainer = SFTTrainer(
-        model=network, args=args, train_dataset=prepared.train, eval_dataset=prepared.eval, processing_class=tokenizer
+    trainer = MeteredSFTTrainer(
+        model=network,
+        args=args,
+        train_dataset=prepared.train,
+        eval_dataset=prepared.eval,
+        processing_class=tokenizer,
+        callbacks=[LossPlotCallback()],
     )
     return trainer, prepared, trainable, total
 
@@ -108,4 +114,7 @@ def run_training(recipe, on_status=print) -> TrainingRun:
     verified = verify_trained_model(trainer.model, output)
     on_status(f"saved and read back: {verified.tensors} tensors of the {verified.architecture} in {output}")
     trainer.save_state()
-    return TrainingRun(recipe, trainer, prepared, trainable, total, wall)
+    run = TrainingRun(recipe, trainer, prepared, trainable, total, wall, trainer.meter.measure(trainer))
+    if trainer.is_world_process_zero():
+        report.write_run_outputs(run)  # summary.json, loss.png, then README.md over TRL's and PEFT's cards
+    return run
