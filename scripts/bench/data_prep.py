@@ -20,7 +20,7 @@ One command does all of it:
 Every timed run happens in a new process of its own (this script with `--worker`), as a real
 `ossft train` or `trl sft` would; process start, imports, tokenizer loading, recipe validation and
 the TRL trainer's construction are outside the timings. With --repeat K, the three runs are done K
-times in turn (ossft, ossft cached, TRL, ossft, ...) and the medians are reported.
+times in turn (ossft, ossft cached, TRL, ossft, ...) and the best time of each is reported.
 
 Usage (from the repository root):
 
@@ -40,7 +40,6 @@ import platform
 import random
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -223,7 +222,8 @@ class Result:
 
     @property
     def seconds(self) -> float:
-        return statistics.median(self.samples)
+        """The best time: other work on the machine can only add to a run's time, never take from it."""
+        return min(self.samples)
 
     @property
     def tokens_per_s(self) -> float:
@@ -378,10 +378,10 @@ def measure(folder: Path, num_proc: int, repeat: int) -> list[Result]:
         if kind == "ossft":
             result.notes.append(done[0]["note"])
         if kind == "trl":
-            load_s = statistics.median(r["load_seconds"] for r in done)
+            best = min(done, key=lambda r: r["seconds"])
             result.notes.append(
-                f"load_dataset('json') {load_s:.2f} s + SFTTrainer._prepare_dataset {result.seconds - load_s:.2f} s "
-                f"(medians); {done[0]['note']}"
+                f"load_dataset('json') {best['load_seconds']:.2f} s + SFTTrainer._prepare_dataset "
+                f"{best['seconds'] - best['load_seconds']:.2f} s (best run); {done[0]['note']}"
             )
         results.append(result)
     return results
@@ -489,7 +489,7 @@ def report(results: list[Result], facts: dict, meta: dict) -> str:
         *(f"- {r.name}: {note}" for r in results for note in r.notes),
         *(
             [
-                f"- seconds are medians of {len(fresh.samples)} runs each: "
+                f"- seconds are the best of {len(fresh.samples)} runs each, which took "
                 + "; ".join(f"{r.name} " + ", ".join(f"{x:.3f}" for x in r.samples) for r in results)
             ]
             if len(fresh.samples) > 1
@@ -513,8 +513,9 @@ repository root, with the fixtures of `../shared/fixtures` present:
     .venv/bin/python scripts/bench/data_prep.py --conversations 10000 --num-proc 1 --repeat 3 --markdown BENCHMARKS.md
 
 Each run appends a section below that names its own command, machine and versions. Every timed
-run is a new process; with `--repeat 3` the table holds the medians and the notes every time.
-The load average before and after is printed because other work on the machine slows every run.
+run is a new process. With `--repeat 3` the table holds the best of the three times of each run
+(other work on the machine can only add time) and the notes list every time, with the machine's
+load average before and after.
 
 How to read the numbers. Tokens are those of the prepared training datasets, and the two sides
 do not make the same examples: ossft (`thinking: per_turn`, `train_on: all_turns`) makes one
@@ -555,7 +556,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="time each of the three runs this many times; report medians (default 1)"
+        "--repeat", type=int, default=1, help="time each of the three runs this many times; report the best (default 1)"
     )
     parser.add_argument("--markdown", type=Path, help="append the result section to this Markdown file")
     # Internal: one timed run in a process of its own (see measure()).
