@@ -150,8 +150,10 @@ class Encoder:
         return [encoding.ids for encoding in self._plain_text.encode_batch(texts, add_special_tokens=False)]
 
     def run(self, jobs: list[Job]) -> list[Tokenized]:
-        texts = [p.text for job in jobs if job.pieces for p in job.pieces if not p.special]
-        encoded = iter(self.encode_texts(texts))
+        # Per-turn examples repeat the conversation before them, and every example the system
+        # message: each distinct text is encoded once.
+        texts = list(dict.fromkeys(p.text for job in jobs if job.pieces for p in job.pieces if not p.special))
+        encoded = dict(zip(texts, self.encode_texts(texts)))
         out = []
         for job in jobs:
             if job.pieces is not None:
@@ -171,7 +173,7 @@ class Encoder:
             if piece.special:
                 ids.append(self.special_ids[piece.text])
             else:
-                ids.extend(next(encoded_texts))
+                ids.extend(encoded_texts[piece.text])
         return ids
 
     def template_ids(self, template: dict) -> list[int]:
