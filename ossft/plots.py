@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ossft.errors import UserError
+from ossft.files import write_bytes_atomic
 
 PLOT_FILE = "loss.png"
 STATE_FILE = "trainer_state.json"
@@ -98,22 +97,6 @@ def render_png(log_history: list[dict], title: str) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Like files.write_text_atomic, for bytes: a viewer never opens a half-written PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def plot_title(output_dir: Path, log_history: list[dict]) -> str:
