@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ossft import mxfp4
 from ossft.errors import UserError
-from ossft.shards import DEFAULT_MAX_SHARD_SIZE, TOKENIZER_FILES, shard_names, write_index
+from ossft.shards import DEFAULT_MAX_SHARD_SIZE, TOKENIZER_FILES, ensure_room, shard_names, write_index
 
 EXPERT_SUFFIXES = tuple(f".mlp.experts.{proj}" for proj in mxfp4.EXPERT_PROJECTIONS)
 QUANTIZATION_CONFIG = mxfp4.QUANTIZATION_CONFIG
@@ -91,13 +91,7 @@ def export_mxfp4(
     sources = _plan(model_dir, max_shard_size)
     bytes_in = sum(s.nbytes for s in sources)
     bytes_out = sum(s.bytes_out for s in sources)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(out_dir.parent).free
-    if free < bytes_out + 2**20:
-        raise UserError(
-            f"not enough disk space in {out_dir.parent}: the MXFP4 model needs {_gib(bytes_out)}, "
-            f"{_gib(free)} are free. Free some space or choose an --out folder on another disk."
-        )
+    ensure_room(out_dir, bytes_out, "the MXFP4 model")
 
     n_shards = sources[-1].shard + 1
     names = shard_names(n_shards)
@@ -343,7 +337,3 @@ def _mxfp4_config(config: dict) -> dict:
     # float32 on disk and are cast on load). Both spellings, for older and newer transformers.
     out["dtype"] = out["torch_dtype"] = "bfloat16"
     return out
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from ossft import mxfp4
 from ossft.errors import UserError
-from ossft.shards import DEFAULT_MAX_SHARD_SIZE, TOKENIZER_FILES, shard_names, write_index
+from ossft.shards import DEFAULT_MAX_SHARD_SIZE, TOKENIZER_FILES, ensure_room, shard_names, write_index
 
 ADAPTER_PREFIX = "base_model.model."
 # Adapter features that are more than low-rank deltas on existing weights: refused rather than half-merged.
@@ -140,13 +140,7 @@ def merge_lora(
     deltas = _deltas(adapter_config, adapter, config, plan)
     shards = _plan_shards(plan, max_shard_size)
     total = sum(t.nbytes for t in plan)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(out_dir.parent).free
-    if free < total + 2**20:
-        raise UserError(
-            f"not enough disk space in {out_dir.parent}: the merged model needs {total / 2**30:.1f} GiB, "
-            f"{free / 2**30:.1f} GiB are free. Free some space or choose an --out folder on another disk."
-        )
+    ensure_room(out_dir, total, "the merged model")
 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

@@ -6,7 +6,10 @@ Always the sharded form, one shard included, so every folder ossft writes reads 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+
+from ossft.errors import UserError
 
 INDEX = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_SIZE = 5 * 2**30
@@ -31,3 +34,14 @@ def shard_names(count: int) -> list[str]:
 def write_index(folder: Path, weight_map: dict[str, str], total_size: int) -> None:
     index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
     (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def ensure_room(out_dir: Path, needed: int, what: str) -> None:
+    """Refuse before writing anything when the output filesystem cannot hold `needed` bytes (plus 1 MiB)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out_dir.parent).free
+    if free < needed + 2**20:
+        raise UserError(
+            f"not enough disk space in {out_dir.parent}: {what} needs {needed / 2**30:.1f} GiB, "
+            f"{free / 2**30:.1f} GiB are free. Free some space or choose an --out folder on another disk."
+        )

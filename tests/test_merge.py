@@ -185,15 +185,7 @@ def _write_mxfp4_base(base_dir: Path, out: Path) -> Path:
         state[f"{name}_blocks"], state[f"{name}_scales"] = mxfp4.pack(state.pop(name))
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
     config = json.loads((out / "config.json").read_text())
-    config["quantization_config"] = {
-        "quant_method": "mxfp4",
-        "modules_to_not_convert": [
-            "model.layers.*.self_attn",
-            "model.layers.*.mlp.router",
-            "model.embed_tokens",
-            "lm_head",
-        ],
-    }
+    config["quantization_config"] = dict(mxfp4.QUANTIZATION_CONFIG)
     (out / "config.json").write_text(json.dumps(config, indent=2))
     return out
 
