@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -40,9 +41,12 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except UserError as exc:
+            from ossft.launch import rank_label, report_rank_failure
+
+            report_rank_failure(exc.exit_code)
             if _state["debug"]:
                 raise
-            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]error:[/] {rank_label()}{exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
@@ -109,28 +113,76 @@ def tiny_model(
 
 @app.command()
 @user_errors
-def train(recipe: RecipeArg, set_: SetOpt = None):
+def train(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    nproc: Annotated[int | None, typer.Option(min=1, help="Processes (GPUs) per node.")] = None,
+    nnodes: Annotated[int | None, typer.Option(min=1, help="Nodes in the run.")] = None,
+    node_rank: Annotated[int | None, typer.Option(min=0, help="This node's index, 0 to nnodes-1.")] = None,
+    master_addr: Annotated[str | None, typer.Option(help="Address of node 0, the same on every node.")] = None,
+    master_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port on node 0 (default 29500).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved launch values and command; start nothing.")
+    ] = False,
+    smoke: Annotated[
+        bool, typer.Option("--smoke", help="Run the recipe on the tiny model for a few steps (any CPU).")
+    ] = False,
+):
     """Fine-tune as the recipe says; print a summary at the end.
 
+    One process trains right here; more re-run this command under `accelerate launch`. Processes,
+    nodes and node 0's address come from the flags, else SkyPilot's or Slurm's environment, else the
+    recipe's launch: section, else the GPUs of this machine.
+
     Example: ossft train recipes/quickstart.yaml --set train.num_train_epochs=1
+
+    Example: ossft train recipes/gpt-oss-120b-full-2node-h100.yaml --nnodes 2 --node-rank 0 --master-addr 10.0.0.1
     """
+    from ossft import launch
     from ossft.recipe import load_recipe
+
+    resolved = load_recipe(recipe, set_ or [])
+    if smoke:
+        from ossft.smoke import ensure_tiny_model, smoke_recipe
+
+        resolved, notes = smoke_recipe(resolved, ensure_tiny_model())
+        for note in notes:
+            _status(note)
+    flags = launch.LaunchFlags(nproc, nnodes, node_rank, master_addr, master_port)
+    child = ["--debug"] * _state["debug"] + ["train", str(recipe)]
+    child += [arg for value in set_ or [] for arg in ("--set", value)] + ["--smoke"] * smoke
+    plan = launch.plan_launch(resolved, flags, child)
+    for note in plan.notes:
+        _status(note)
+    if dry_run:
+        for line in plan.describe():
+            console.print(line, highlight=False)
+        # Unwrapped, so that it can be copied and run as it is.
+        sys.stdout.write((launch.printable(plan) if plan.command else "train in this process") + "\n")
+        return
+    if plan.command:
+        _status(f"launching {plan.topology.processes} processes:")
+        sys.stdout.write(launch.printable(plan) + "\n")
+        code = launch.run_launch(plan)
+        if code:
+            raise UserError("training stopped: the error of each failing rank is printed above.", exit_code=code)
+        return
+    _train_here(resolved)
+
+
+def _train_here(resolved) -> None:
     from ossft.report import summarize, summary_table
     from ossft.trainer import run_training
 
-    resolved = load_recipe(recipe, set_ or [])
+    run = run_training(resolved, on_status=_status)  # writes summary.json, loss.png and the model card
+    if run.trainer.is_world_process_zero():
+        console.print(summary_table(summarize(run)))
 
-    def status(line: str) -> None:
+
+def _status(line: str) -> None:
+    """Progress lines come from rank 0 only; errors come from every rank (see user_errors)."""
+    if os.environ.get("RANK", "0") == "0":
         console.print(f"[cyan]ossft[/] {line}")
-
-    processes = (resolved.launch.num_processes or 1) * resolved.launch.num_machines
-    if processes > 1:
-        status(
-            f"[yellow]this recipe asks for {processes} processes; ossft's multi-process launcher is not built "
-            "yet, so this run trains in one process[/]"
-        )
-    run = run_training(resolved, on_status=status)  # writes summary.json, loss.png and the model card
-    console.print(summary_table(summarize(run)))
 
 
 @app.command("inspect-data")
@@ -294,6 +346,46 @@ def merge_lora(
         f"{report.shards} shard(s) in [bold]{report.out_dir}[/] ({report.seconds:.1f} s). "
         f"Next: ossft generate {report.out_dir}, or ossft export {report.out_dir} --mxfp4 --out DIR"
     )
+
+
+@app.command("merge-shards")
+@user_errors
+def merge_shards(
+    source: Annotated[
+        Path, typer.Argument(help="An FSDP run's output folder, or one of its checkpoint-N.", show_default=False)
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write (must not exist or be empty); default: merged/.")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="Cast every tensor to bf16, fp16 or fp32; default: as saved.")
+    ] = None,
+    max_shard_size: Annotated[str, typer.Option(help="Largest weight file: 5GB, 2GiB, 500MB, or bytes.")] = "5GiB",
+    base: Annotated[
+        str | None, typer.Option(help="Base model, for the config; default: model.base_model of the run's recipe.")
+    ] = None,
+):
+    """Turn an FSDP sharded save (.distcp files) into a Hugging Face model or LoRA adapter, one shard at a time.
+
+    Reads the run's final save, or else its newest checkpoint-N.
+
+    Example: ossft merge-shards outputs/gpt-oss-20b-full --out outputs/gpt-oss-20b-full-hf --dtype bf16
+    """
+    from ossft.merge_shards import merge_shards as run_merge
+    from ossft.merge_shards import parse_size
+
+    limit = parse_size(max_shard_size)
+    with byte_progress("merging shards") as on_progress:
+        report = run_merge(source, out, base=base, dtype=dtype, max_shard_size=limit, on_progress=on_progress)
+    what = "LoRA adapter" if report.adapter else "model"
+    after = f"ossft merge-lora {report.out_dir} --out DIR" if report.adapter else f"ossft generate {report.out_dir}"
+    console.print(
+        f"wrote and read back the {what} saved in {report.source}: {report.tensors} tensors "
+        f"({report.bytes / 2**20:,.1f} MiB, {report.dtype}) in {report.shards} file(s) in [bold]{report.out_dir}[/] "
+        f"({report.seconds:.1f} s). Next: {after}"
+    )
+    if report.tokenizer_from is None:
+        errors.print("[yellow]note:[/] no tokenizer found beside the save nor with the base model; none was copied.")
 
 
 @app.command()

@@ -9,4 +9,6 @@ so even `recipe.py`, which sits below every other module, can use it.
 class UserError(Exception):
     """A problem in the user's input (recipe, data, paths, flags): what, where, and how to fix it."""
 
-    exit_code = 2
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code

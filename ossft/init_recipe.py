@@ -30,7 +30,7 @@ TEMPLATES = {
     ("20b", "lora"): "gpt-oss-20b-lora-1gpu.yaml",
     ("20b", "full"): "gpt-oss-20b-full-8gpu.yaml",
     ("120b", "lora"): "gpt-oss-120b-lora-8gpu.yaml",
-    ("120b", "full"): "gpt-oss-120b-full-multinode.yaml",
+    ("120b", "full"): "gpt-oss-120b-full-2node-h100.yaml",
 }
 DEFAULTS = {"model": "20b", "method": "lora", "gpus": 1, "nodes": 1, "out": Path("recipe.yaml")}
 
@@ -243,16 +243,17 @@ def parse_header(header: list[str]) -> tuple[list[str], dict[str, list[str]], li
 
 def launch_notes(recipe: str, processes: int, nodes: int) -> list[str]:
     """The header's Launch lines: the commands that run `recipe` on this layout."""
-    quoted = shlex.quote(recipe)
-    train = f"ossft train {quoted}"
-    steps = (
-        [train]
-        if nodes == 1
-        else [f"ossft preprocess {quoted}   (once: fills data.cache_dir)", f"then on each node: {train}"]
-    )
-    if processes > 1:
-        kind = "multi-node" if nodes > 1 else "multi-GPU"
-        steps.append(f"({processes} processes, as launch: says; {kind} launch arrives with the scale-out work)")
+    train = f"ossft train {shlex.quote(recipe)}"
+    if nodes > 1:
+        steps = [
+            f"on each node: {train}",
+            f"--nnodes {nodes} --node-rank <0..{nodes - 1}> --master-addr <node 0's address>",
+            "(no flags under SkyPilot or Slurm: scripts/skypilot/multi-node.yaml, scripts/slurm/multi-node.sbatch)",
+        ]
+    else:
+        steps = [train]
+        if processes > 1:
+            steps.append(f"({processes} processes, as launch: says: ossft re-runs itself under accelerate launch)")
     return [f"# Launch:   {steps[0]}"] + [CONTINUATION + step for step in steps[1:]]
 
 

@@ -48,6 +48,10 @@ def summarize(run) -> dict:
         "steady_state_steps": measured.steady_steps if measured else None,
         "peak_cpu_rss_bytes": measured.peak_cpu_rss_bytes if measured else None,
         "peak_gpu_memory": measured.peak_gpu if measured else [],
+        "processes": run.trainer.accelerator.num_processes,
+        # DDP only: every rank's digest of its trained weights; all equal when the replicas agree.
+        "replicas_identical": len(set(run.replica_digests)) == 1 if run.replica_digests else None,
+        "replica_digests": run.replica_digests,
         "trainable_parameters": run.trainable_params,
         "total_parameters": run.total_params,
         "first_loss": losses[0] if losses else None,
@@ -152,6 +156,8 @@ def table_rows(summary: dict) -> list[tuple[str, str]]:
                 rows.append(("checkpoints", ", ".join(Path(p).name for p in value["checkpoints"])))
         elif key == "next":
             continue  # printed under the table, one command a line, easy to copy
+        elif key == "replica_digests" or (key == "replicas_identical" and value is None):
+            continue  # the digests are for machines; one process has no replicas to compare
         else:
             label = {"peak_cpu_rss_bytes": "peak CPU RSS"}.get(key, key.replace("_", " "))
             rows.append((label, format_value(key, value)))

@@ -10,7 +10,7 @@ from ossft import model, prepare, report
 from ossft.errors import UserError
 from ossft.files import write_text_atomic
 from ossft.recipe import TRAIN_DEFAULTS, dump_recipe
-from ossft.verify import verify_trained_model
+from ossft.verify import trainable_digest, verify_trained_model
 
 RECIPE_COPY = "recipe.yaml"
 
@@ -24,6 +24,7 @@ class TrainingRun:
     total_params: int
     wall_seconds: float
     measurements: object | None = None  # callbacks.Measurements: tokens, speed, peak memory
+    replica_digests: list[str] | None = None  # trained weights of each data-parallel rank, see replica_digests()
 
     @property
     def output_dir(self) -> Path:
@@ -44,6 +45,10 @@ def sft_config(recipe, has_eval: bool = False):
         values["bf16"] = gpu and torch.cuda.is_bf16_supported()
     if not gpu:
         values.setdefault("dataloader_pin_memory", False)  # pinning needs an accelerator
+    # The Trainer asks DDP to search for unused parameters whenever the model is a PeftModel, an extra
+    # pass over the autograd graph every step. gpt-oss uses every parameter each step (the experts
+    # are stacked into single 3-D tensors, and the router always runs), so nothing is ever unused.
+    values.setdefault("ddp_find_unused_parameters", False)
     refuse_packing(values)
     values = with_eval_schedule(values, has_eval)
     try:
@@ -79,9 +84,12 @@ def prepare_trainer(recipe, on_status=print):
     """Everything up to the first step: tokenizer, data, model, LoRA, trainer."""
     from ossft.callbacks import LossPlotCallback, MeteredSFTTrainer
 
-    sft_config(recipe)  # refuse a bad train: section before any slow work
+    early = sft_config(recipe)  # refuse a bad train: section before any slow work
     tokenizer = model.load_tokenizer(recipe)
-    prepared = prepare.prepare_data(recipe, tokenizer)
+    # The first process of each machine fills the tokenized-data cache; the others then read it
+    # instead of tokenizing the same rows at the same time.
+    with early.main_process_first(local=True, desc="tokenize the data"):
+        prepared = prepare.prepare_data(recipe, tokenizer)
     stats = prepared.stats
     origin = f" (from the cache {prepared.cache_path})" if prepared.from_cache else ""
     on_status(
@@ -103,18 +111,38 @@ def prepare_trainer(recipe, on_status=print):
     return trainer, prepared, trainable, total
 
 
+def replica_digests(trainer) -> list[str] | None:
+    """Each rank's digest of its trained weights, when every rank holds whole weights (DDP): they
+    must be equal, and a difference means the replicas drifted apart (a rank that skipped a step, a
+    non-deterministic all-reduce). None for one process and for sharded runs (FSDP, ZeRO-3), where
+    each rank holds a different shard. A collective: every rank calls it."""
+    from accelerate.utils import DistributedType, gather_object
+
+    accelerator = trainer.accelerator
+    if accelerator.num_processes == 1 or accelerator.distributed_type in (
+        DistributedType.FSDP,
+        DistributedType.DEEPSPEED,
+    ):
+        return None
+    return gather_object([trainable_digest(trainer.model)])
+
+
 def run_training(recipe, on_status=print) -> TrainingRun:
     trainer, prepared, trainable, total = prepare_trainer(recipe, on_status)
     output = Path(recipe.output.dir)
-    write_text_atomic(output / RECIPE_COPY, dump_recipe(recipe))
+    main = trainer.is_world_process_zero()  # shared outputs are written once, by rank 0
+    if main:
+        write_text_atomic(output / RECIPE_COPY, dump_recipe(recipe))
     started = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - started
     trainer.save_model(str(output))
-    verified = verify_trained_model(trainer.model, output)
-    on_status(f"saved and read back: {verified.tensors} tensors of the {verified.architecture} in {output}")
+    if main:
+        verified = verify_trained_model(trainer.model, output)
+        on_status(f"saved and read back: {verified.tensors} tensors of the {verified.architecture} in {output}")
     trainer.save_state()
-    run = TrainingRun(recipe, trainer, prepared, trainable, total, wall, trainer.meter.measure(trainer))
-    if trainer.is_world_process_zero():
+    replicas = replica_digests(trainer)
+    run = TrainingRun(recipe, trainer, prepared, trainable, total, wall, trainer.meter.measure(trainer), replicas)
+    if main:
         report.write_run_outputs(run)  # summary.json, loss.png, then README.md over TRL's and PEFT's cards
     return run

@@ -19,7 +19,7 @@ TEMPLATE_LAYOUTS = {
     "gpt-oss-20b-lora-1gpu.yaml": (1, 1),
     "gpt-oss-20b-full-8gpu.yaml": (8, 1),
     "gpt-oss-120b-lora-8gpu.yaml": (8, 1),
-    "gpt-oss-120b-full-multinode.yaml": (8, 2),
+    "gpt-oss-120b-full-2node-h100.yaml": (8, 2),
 }
 COMBINATIONS = [(model, method) for model in ("20b", "120b") for method in ("lora", "full")]
 
@@ -89,7 +89,8 @@ def test_init_writes_a_valid_recipe_for_each_model_and_method(cli, tmp_path, mod
     assert any(line.startswith("# Memory:   ") for line in header)
     assert any(f"ossft train {out}" in line for line in header if "Launch" in line or "each node" in line)
     if nodes > 1:
-        assert f"# Launch:   ossft preprocess {out}   (once: fills data.cache_dir)" in header
+        assert f"# Launch:   on each node: ossft train {out}" in header
+        assert f"#           --nnodes {nodes} --node-rank <0..{nodes - 1}> --master-addr <node 0's address>" in header
 
 
 def test_init_keeps_the_templates_global_batch_where_it_can(cli, tmp_path):

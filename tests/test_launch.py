@@ -1,0 +1,162 @@
+"""Where the processes run: flags, SkyPilot, Slurm, the recipe, the local GPUs, in that order."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from ossft.errors import UserError
+from ossft.launch import (
+    CONFIG_DIR,
+    LaunchFlags,
+    first_slurm_host,
+    inside_launcher,
+    plan_launch,
+    rank_label,
+    resolve_topology,
+)
+from tests.conftest import REPO
+
+NO_FLAGS = LaunchFlags()
+
+
+def recipe(*overrides: str):
+    from ossft.recipe import load_recipe
+
+    return load_recipe(REPO / "recipes" / "quickstart.yaml", list(overrides))
+
+
+def launch_section(processes=None, machines=1):
+    return recipe(f"launch.num_processes={processes or 'null'}", f"launch.num_machines={machines}").launch
+
+
+SKYPILOT = {
+    "SKYPILOT_NODE_IPS": "10.0.0.7\n10.0.0.8\n",
+    "SKYPILOT_NODE_RANK": "1",
+    "SKYPILOT_NUM_NODES": "2",
+    "SKYPILOT_NUM_GPUS_PER_NODE": "8",
+}
+SLURM = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_NNODES": "4",
+    "SLURM_NODEID": "3",
+    "SLURM_JOB_NODELIST": "gpu[07-10]",
+    "SLURM_GPUS_ON_NODE": "8",
+}
+
+
+def test_nothing_said_means_one_process_per_local_gpu_or_one_on_cpu():
+    assert resolve_topology(NO_FLAGS, launch_section(), {}, local_gpus=0).processes == 1
+    gpu_box = resolve_topology(NO_FLAGS, launch_section(), {}, local_gpus=8)
+    assert (gpu_box.processes_per_node, gpu_box.nodes, gpu_box.origin["processes per node"]) == (
+        8,
+        1,
+        "local GPU count",
+    )
+
+
+def test_recipe_counts_processes_in_all_and_flags_win():
+    two_nodes = launch_section(16, 2)
+    t = resolve_topology(NO_FLAGS, two_nodes, {"MASTER_ADDR": "10.1.1.1"}, local_gpus=8)
+    assert (t.processes_per_node, t.nodes, t.processes, t.master_addr) == (8, 2, 16, "10.1.1.1")
+    # --nnodes 4 on a recipe of 2 nodes x 8 GPUs: the recipe fixes the GPUs per node, the flag the nodes.
+    t = resolve_topology(LaunchFlags(nnodes=4, node_rank=3, master_addr="h0"), two_nodes, {}, local_gpus=8)
+    assert (t.processes_per_node, t.nodes, t.node_rank, t.processes) == (8, 4, 3, 32)
+    assert t.origin == {
+        "processes per node": "recipe",
+        "nodes": "flag",
+        "node rank": "flag",
+        "master address": "flag",
+    }
+    t = resolve_topology(LaunchFlags(nproc=2), two_nodes, {"MASTER_ADDR": "h"}, local_gpus=8)
+    assert (t.processes_per_node, t.nodes) == (2, 2)
+
+
+def test_skypilot_environment():
+    t = resolve_topology(NO_FLAGS, launch_section(8), SKYPILOT, local_gpus=8)
+    assert (t.processes_per_node, t.nodes, t.node_rank, t.master_addr, t.master_port) == (8, 2, 1, "10.0.0.7", 29500)
+    assert set(t.origin.values()) == {"SkyPilot"}
+    t = resolve_topology(LaunchFlags(master_port=31000, node_rank=0), launch_section(8), SKYPILOT, local_gpus=8)
+    assert (t.node_rank, t.master_port, t.master_addr) == (0, 31000, "10.0.0.7")
+
+
+def test_slurm_environment():
+    t = resolve_topology(NO_FLAGS, launch_section(), SLURM, local_gpus=8)
+    assert (t.processes_per_node, t.nodes, t.node_rank, t.master_addr) == (8, 4, 3, "gpu07")
+    # MASTER_ADDR, as the sbatch script sets it from scontrol, wins over the node list.
+    t = resolve_topology(NO_FLAGS, launch_section(), {**SLURM, "MASTER_ADDR": "10.9.9.9"}, local_gpus=8)
+    assert t.master_addr == "10.9.9.9"
+    # --gpus-per-node=h100:4 without SLURM_GPUS_ON_NODE
+    env = {k: v for k, v in SLURM.items() if k != "SLURM_GPUS_ON_NODE"} | {"SLURM_GPUS_PER_NODE": "h100:4"}
+    assert resolve_topology(NO_FLAGS, launch_section(), env, local_gpus=8).processes_per_node == 4
+    # SkyPilot wins over Slurm when both are present
+    t = resolve_topology(NO_FLAGS, launch_section(), {**SLURM, **SKYPILOT}, local_gpus=8)
+    assert (t.nodes, t.node_rank, t.master_addr) == (2, 1, "10.0.0.7")
+
+
+@pytest.mark.parametrize(
+    ("nodelist", "first"),
+    [("gpu[07-10]", "gpu07"), ("node1", "node1"), ("a[3,5-6],b[1-2]", "a3"), ("n-01,n-02", "n-01"), ("", None)],
+)
+def test_first_slurm_host(nodelist, first):
+    assert first_slurm_host(nodelist) == first
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        (LaunchFlags(nnodes=2), {}, "need the address of node 0"),
+        (LaunchFlags(nnodes=2, node_rank=2, master_addr="h"), {}, "node rank 2 is outside 0..1"),
+        (NO_FLAGS, {**SLURM, "SLURM_NODEID": "x"}, "SLURM_NODEID='x': expected a whole number"),
+        (LaunchFlags(master_port=70000), {}, "master port 70000 is not a TCP port"),
+    ],
+)
+def test_impossible_topologies_are_refused(flags, env, message):
+    with pytest.raises(UserError, match=message):
+        resolve_topology(flags, launch_section(), env, local_gpus=0)
+
+
+def test_recipe_total_must_divide_by_machines():
+    with pytest.raises(UserError, match=r"num_processes \(9\) is not a multiple of launch.num_machines \(2\)"):
+        resolve_topology(LaunchFlags(master_addr="h"), launch_section(9, 2), {}, local_gpus=0)
+
+
+def test_inside_a_launcher_nothing_is_relaunched():
+    env = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511"}
+    assert inside_launcher(env) and not inside_launcher({"WORLD_SIZE": "2", "RANK": "1"})
+    plan = plan_launch(recipe("launch.num_processes=8"), LaunchFlags(nproc=4), ["train", "r.yaml"], env, 8)
+    assert plan.command is None and plan.topology.processes == 2
+    assert rank_label(env) == "rank 1 of 2: " and rank_label({}) == ""
+
+
+def test_command_for_a_second_node():
+    plan = plan_launch(
+        recipe("launch.accelerate_config=fsdp2"),
+        LaunchFlags(nproc=8, nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29600),
+        ["train", "r.yaml", "--set", "train.max_steps=5"],
+        env={},
+        local_gpus=8,
+    )
+    assert plan.command == [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(CONFIG_DIR / "fsdp2.yaml"),
+        "--num_processes", "16", "--num_machines", "2", "--machine_rank", "1",
+        "--main_process_ip", "10.0.0.1", "--main_process_port", "29600",
+        "-m", "ossft", "train", "r.yaml", "--set", "train.max_steps=5",
+    ]  # fmt: skip
+    assert plan.env == {} and plan.notes == ()
+
+
+def test_sharded_configs_become_ddp_on_cpu():
+    plan = plan_launch(recipe("launch.accelerate_config=zero3"), LaunchFlags(nproc=2), ["train", "r.yaml"], {}, 0)
+    assert plan.accelerate_config == CONFIG_DIR / "ddp.yaml"
+    assert plan.env == {"ACCELERATE_USE_CPU": "true"}
+    assert plan.notes == ("no GPU here: zero3 (DEEPSPEED) needs GPUs, so this run uses plain data parallel (ddp.yaml)",)
+    # One process needs no launcher at all.
+    assert plan_launch(recipe(), NO_FLAGS, ["train", "r.yaml"], {}, 0).command is None
+
+
+def test_unknown_config_is_named_with_the_shipped_ones():
+    with pytest.raises(UserError, match=r"'fsdp3' is neither a file nor one of the shipped configs \(.*fsdp2.*\)"):
+        plan_launch(recipe("launch.accelerate_config=fsdp3"), LaunchFlags(nproc=2), ["train"], {}, 2)

@@ -1,0 +1,54 @@
+"""`ossft train RECIPE --smoke` for every shipped recipe: the tiny model, a few steps, on this CPU, with
+the recipe's own data pipeline, LoRA shape and schedule; DDP where the recipe asks for FSDP or ZeRO-3."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ossft.recipe import load_recipe
+from ossft.smoke import SMOKE_PROCESSES, SMOKE_STEPS, scaled_layers
+from tests.conftest import REPO
+
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+
+
+def smoke_run(recipe, out):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "ossft", "train", str(recipe), "--smoke", "--set", f"output.dir={out}"]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_smoke_runs(recipe, tmp_path):
+    original = load_recipe(recipe)
+    result = smoke_run(recipe, tmp_path / "out")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    log = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines at the terminal width
+    out = tmp_path / "out-smoke"  # a smoke run never writes into the real run's folder
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == SMOKE_STEPS
+    assert summary["processes"] == min(original.launch.num_processes or 1, SMOKE_PROCESSES)
+    assert summary["method"] == ("full" if original.lora is None else "lora")
+    assert "smoke run: " in log and " -> the tiny model " in log
+    hub = [d.path for d in original.data.datasets if not (REPO / d.path).exists()]
+    for path in hub:  # the tests run offline with an empty Hub cache
+        assert f"dataset {path} is not in the local Hugging Face cache -> the bundled sample" in log
+    if original.launch.accelerate_config in ("fsdp2", "fsdp2-offload", "zero3", "zero3-offload"):
+        assert "needs GPUs, so this run uses plain data parallel (ddp.yaml)" in log
+    if original.lora is not None and isinstance(original.lora.experts, list):
+        config = json.loads((out / "adapter_config.json").read_text())
+        layers = scaled_layers(original.lora.experts, 24 if "20b" in recipe.name else 36, 2)
+        assert sorted(config["target_parameters"]) == sorted(
+            f"layers.{i}.mlp.experts.{name}" for i in layers for name in ("gate_up_proj", "down_proj")
+        )
+
+
+def test_scaled_layers_keep_relative_depth():
+    assert scaled_layers([7, 15, 23], 24, 2) == [0, 1]
+    assert scaled_layers([7, 15, 23], 24, 4) == [1, 2, 3]
+    assert scaled_layers([0, 35], 36, 2) == [0, 1]
