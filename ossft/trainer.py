@@ -82,6 +82,8 @@ def with_eval_schedule(values: dict, has_eval: bool) -> dict:
 
 def prepare_trainer(recipe, on_status=print):
     """Everything up to the first step: tokenizer, data, model, LoRA, trainer."""
+    from transformers import set_seed
+
     from ossft.callbacks import LossPlotCallback, MeteredSFTTrainer
 
     early = sft_config(recipe)  # refuse a bad train: section before any slow work
@@ -97,6 +99,9 @@ def prepare_trainer(recipe, on_status=print):
         f"{stats.trained_tokens:,} trained{origin}"
     )
     args = sft_config(recipe, has_eval=prepared.eval is not None)
+    # The Trainer seeds only when it is built, after the model: without this, LoRA's random init of
+    # lora_A differs from run to run and no two runs of one recipe train the same weights.
+    set_seed(args.seed)
     network = model.apply_lora(model.load_model(recipe), recipe)
     trainable, total = model.parameter_counts(network)
     on_status(f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.2f}%)")
