@@ -41,7 +41,15 @@ from pathlib import Path
 
 from ossft import mxfp4
 from ossft.errors import UserError
-from ossft.shards import DEFAULT_MAX_SHARD_SIZE, TOKENIZER_FILES, ensure_room, shard_names, write_index
+from ossft.shards import (
+    DEFAULT_MAX_SHARD_SIZE,
+    TOKENIZER_FILES,
+    ensure_room,
+    local_model_folder,
+    plan_shards,
+    shard_names,
+    write_index,
+)
 
 ADAPTER_PREFIX = "base_model.model."
 # Adapter features that are more than low-rank deltas on existing weights: refused rather than half-merged.
@@ -138,7 +146,7 @@ def merge_lora(
 
     plan = _plan_tensors(base_dir, headers, _is_mxfp4(config), dtype)
     deltas = _deltas(adapter_config, adapter, config, plan)
-    shards = _plan_shards(plan, max_shard_size)
+    shards = plan_shards(plan, max_shard_size)
     total = sum(t.nbytes for t in plan)
     ensure_room(out_dir, total, "the merged model")
 
@@ -208,9 +216,7 @@ def _resolve_base(base: str | Path | None, adapter_config: dict, adapter_dir: Pa
     name = str(base) if base is not None else adapter_config.get("base_model_name_or_path")
     if not name:
         raise UserError(f"{adapter_dir}/adapter_config.json names no base model. Pass it with --base PATH.")
-    folder = Path(name).expanduser()
-    if not folder.is_dir():
-        folder = _cached_hub_model(name)
+    folder = local_model_folder(name)
     if folder is None:
         how = "Check the path" if base is not None else "Pass the base model's folder with --base PATH"
         raise UserError(
@@ -219,17 +225,6 @@ def _resolve_base(base: str | Path | None, adapter_config: dict, adapter_dir: Pa
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder} is not a model folder (no config.json). Pass the base model with --base PATH.")
     return folder
-
-
-def _cached_hub_model(name: str) -> Path | None:
-    if name.count("/") != 1 or name.startswith((".", "/", "~")):
-        return None
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # not cached, or not a valid id: the caller says what to do
-        return None
 
 
 def _read_base(base_dir: Path) -> tuple[dict, dict[str, tuple[Path, dict]]]:
@@ -354,19 +349,6 @@ def _parameter_targets(adapter_config: dict, config: dict) -> dict[str, list[str
             if key in targets or any(key.endswith(f".{t}") for t in targets):
                 found.setdefault(module_name, []).append(param_name)
     return found
-
-
-def _plan_shards(plan: list[_Tensor], max_shard_size: int) -> list[list[_Tensor]]:
-    """Tensors in order, a new shard whenever the next would pass the limit; a bigger tensor gets its own."""
-    shards: list[list[_Tensor]] = [[]]
-    size = 0
-    for t in plan:
-        if shards[-1] and size + t.nbytes > max_shard_size:
-            shards.append([])
-            size = 0
-        shards[-1].append(t)
-        size += t.nbytes
-    return shards
 
 
 def _shard_names(shards: list[list[_Tensor]]) -> dict[str, list[_Tensor]]:

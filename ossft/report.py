@@ -17,6 +17,7 @@ SUMMARY_FILE = "summary.json"
 CARD_FILE = "README.md"
 RECIPE_FILE = "recipe.yaml"  # trainer.RECIPE_COPY; named here too so report.py needs no trainer import
 GIB = 2**30
+SHARDED_FOLDER = "pytorch_model_fsdp_0"  # what accelerate's save_fsdp_model writes (SHARDED_STATE_DICT)
 
 
 def summarize(run) -> dict:
@@ -87,6 +88,9 @@ def outputs(output: Path) -> dict:
 
 def next_commands(output: Path, adapter: bool) -> list[str]:
     where = shlex.quote(str(output))
+    if (output / SHARDED_FOLDER).is_dir():  # an FSDP run: shards first, then as any other run
+        merged = output / "merged"
+        return [f"ossft merge-shards {where} --out {shlex.quote(str(merged))}"] + next_commands(merged, adapter)
     if adapter:
         return [f"ossft generate {where}", f"ossft merge-lora {where} --out {shlex.quote(f'{output}-merged')}"]
     return [f"ossft generate {where}", f"ossft export {where} --mxfp4 --out {shlex.quote(f'{output}-mxfp4')}"]

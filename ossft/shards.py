@@ -45,3 +45,33 @@ def ensure_room(out_dir: Path, needed: int, what: str) -> None:
             f"not enough disk space in {out_dir.parent}: {what} needs {needed / 2**30:.1f} GiB, "
             f"{free / 2**30:.1f} GiB are free. Free some space or choose an --out folder on another disk."
         )
+
+
+def plan_shards(tensors: list, max_shard_size: int) -> list[list]:
+    """Tensors (anything with `nbytes`) in order, a new shard whenever the next would pass the limit;
+    a tensor bigger than the limit gets a shard of its own."""
+    shards: list[list] = [[]]
+    size = 0
+    for tensor in tensors:
+        if shards[-1] and size + tensor.nbytes > max_shard_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(tensor)
+        size += tensor.nbytes
+    return shards
+
+
+def local_model_folder(name: str) -> Path | None:
+    """A local folder, or a Hub id already in the local cache (never the network: merges and exports
+    run where training ran). None when neither: the caller says what to do."""
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return folder
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # not cached, or not a valid id
+        return None

@@ -132,6 +132,32 @@ def replica_digests(trainer) -> list[str] | None:
     return gather_object([trainable_digest(trainer.model)])
 
 
+def sharded_fsdp(trainer) -> bool:
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    return trainer.is_fsdp_enabled and plugin is not None and "SHARDED" in str(plugin.state_dict_type)
+
+
+def save_sharded_final(trainer, output: Path) -> None:
+    """The final save of an FSDP SHARDED_STATE_DICT run, which `Trainer.save_model` skips (it writes
+    nothing in that mode): each rank writes its shard, as for a checkpoint, into
+    OUTPUT/pytorch_model_fsdp_0/, which `ossft merge-shards` reads; rank 0 adds the config and
+    tokenizer. Gathering the whole model on one rank instead would need ~234 GB for 120b (trap 8)."""
+    from accelerate.utils import save_fsdp_model
+    from peft import PeftModel
+
+    is_adapter = isinstance(trainer.model, PeftModel)
+    accelerator = trainer.accelerator
+    save_fsdp_model(accelerator.state.fsdp_plugin, accelerator, trainer.model, str(output), adapter_only=is_adapter)
+    accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        if is_adapter:
+            trainer.model.peft_config["default"].save_pretrained(str(output))
+            trainer.model.get_base_model().config.save_pretrained(str(output))
+        else:
+            trainer.model.config.save_pretrained(str(output))
+        trainer.processing_class.save_pretrained(str(output))
+
+
 def run_training(recipe, on_status=print) -> TrainingRun:
     trainer, prepared, trainable, total = prepare_trainer(recipe, on_status)
     output = Path(recipe.output.dir)
@@ -141,10 +167,14 @@ def run_training(recipe, on_status=print) -> TrainingRun:
     started = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - started
-    trainer.save_model(str(output))
-    if main:
-        verified = verify_trained_model(trainer.model, output)
-        on_status(f"saved and read back: {verified.tensors} tensors of the {verified.architecture} in {output}")
+    if sharded_fsdp(trainer):
+        save_sharded_final(trainer, output)
+        on_status(f"saved as FSDP shards in {output}; `ossft merge-shards {output}` makes a loadable model")
+    else:
+        trainer.save_model(str(output))
+        if main:
+            verified = verify_trained_model(trainer.model, output)
+            on_status(f"saved and read back: {verified.tensors} tensors of the {verified.architecture} in {output}")
     trainer.save_state()
     replicas = replica_digests(trainer)
     run = TrainingRun(recipe, trainer, prepared, trainable, total, wall, trainer.meter.measure(trainer), replicas)
