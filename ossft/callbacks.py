@@ -93,14 +93,21 @@ class RunMeter(TrainerCallback):
 class MeteredSFTTrainer(SFTTrainer):
     """SFTTrainer that shows every micro-batch it trains on to a RunMeter (`self.meter`)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, guard=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.meter = RunMeter()
         self.add_callback(self.meter)
+        self.guard = guard  # guards.RunGuard: sees every micro-batch's loss
+        if guard is not None:
+            guard.accelerator = self.accelerator
+            self.add_callback(guard)
 
     def training_step(self, model, inputs, *args, **kwargs):
         self.meter.count_batch(inputs)
-        return super().training_step(model, inputs, *args, **kwargs)
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        if self.guard is not None:
+            self.guard.saw_loss(loss)
+        return loss
 
 
 class LossPlotCallback(TrainerCallback):

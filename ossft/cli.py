@@ -139,6 +139,7 @@ def train(
     Example: ossft train recipes/gpt-oss-120b-full-2node-h100.yaml --nnodes 2 --node-rank 0 --master-addr 10.0.0.1
     """
     from ossft import launch
+    from ossft.guards import PREEMPTED_EXIT
     from ossft.recipe import load_recipe
 
     resolved = load_recipe(recipe, set_ or [])
@@ -164,6 +165,9 @@ def train(
         _status(f"launching {plan.topology.processes} processes:")
         sys.stdout.write(launch.printable(plan) + "\n")
         code = launch.run_launch(plan)
+        if code == PREEMPTED_EXIT:
+            _status(f"preempted: every rank wrote its checkpoint; run the same command to resume (exit {code})")
+            raise typer.Exit(code)
         if code:
             raise UserError("training stopped: the error of each failing rank is printed above.", exit_code=code)
         return

@@ -316,15 +316,29 @@ def run_launch(plan: LaunchPlan) -> int:
     """Run the launcher; return 2 when any rank stopped on a user error (bad data, no disk, ...), else
     the launcher's own exit code. torchrun turns every child failure into exit code 1, so the ranks
     report theirs through files."""
+    import signal
     import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="ossft-ranks-") as failures:
         env = {**os.environ, **plan.env, FAILURES_ENV: failures}
-        code = subprocess.run(plan.command, env=env, check=False).returncode
+        launcher = subprocess.Popen(plan.command, env=env)
+        # A scheduler often signals only the process it started: pass SIGTERM / SIGINT on to the
+        # launcher (torchrun hands it to every rank), then keep waiting for the ranks' checkpoint.
+        forward = {
+            sig: signal.signal(sig, lambda signum, _: launcher.send_signal(signum))
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            code = launcher.wait()
+        finally:
+            for sig, handler in forward.items():
+                signal.signal(sig, handler)
         reported = sorted(int(p.read_text() or 1) for p in Path(failures).glob("rank-*"))
     if code == 0:
         return 0
+    # A user error on any rank explains the rest (they stopped because it did); else what a rank said
+    # (75: preempted), else the launcher's own code.
     return 2 if 2 in reported else (reported[0] if reported else code)
 
 

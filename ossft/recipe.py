@@ -142,6 +142,17 @@ class DataSection(Section):
 
 class OutputSection(Section):
     dir: str | None = Field(None, description="Output folder; defaults to outputs/<recipe file name>.")
+    resume: str = Field(
+        "auto",
+        description="auto: continue from the newest complete checkpoint in dir; never: start at step 0; "
+        "or the path of a checkpoint-N folder.",
+    )
+
+
+class GuardsSection(Section):
+    max_nonfinite_losses: int = Field(
+        3, ge=1, description="Stop after this many consecutive steps with a NaN or infinite loss."
+    )
 
 
 class LaunchSection(Section):
@@ -234,6 +245,7 @@ def recipe_model() -> type[BaseModel]:
         data=(DataSection, ...),
         train=(TrainSection, Field(default_factory=TrainSection)),
         output=(OutputSection, Field(default_factory=OutputSection)),
+        guards=(GuardsSection, Field(default_factory=GuardsSection)),
         launch=(LaunchSection, Field(default_factory=LaunchSection)),
     )
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ossft import model, prepare, report
+from ossft import model, prepare, report, resume
 from ossft.errors import UserError
 from ossft.files import write_text_atomic
 from ossft.recipe import TRAIN_DEFAULTS, dump_recipe
@@ -85,6 +85,7 @@ def prepare_trainer(recipe, on_status=print):
     from transformers import set_seed
 
     from ossft.callbacks import LossPlotCallback, MeteredSFTTrainer
+    from ossft.guards import CheckpointMarker, RunGuard
 
     early = sft_config(recipe)  # refuse a bad train: section before any slow work
     tokenizer = model.load_tokenizer(recipe)
@@ -111,7 +112,8 @@ def prepare_trainer(recipe, on_status=print):
         train_dataset=prepared.train,
         eval_dataset=prepared.eval,
         processing_class=tokenizer,
-        callbacks=[LossPlotCallback()],
+        callbacks=[LossPlotCallback(), CheckpointMarker(resume.run_identity(recipe, prepared.train))],
+        guard=RunGuard(recipe.guards.max_nonfinite_losses),
     )
     return trainer, prepared, trainable, total
 
@@ -158,15 +160,25 @@ def save_sharded_final(trainer, output: Path) -> None:
         trainer.processing_class.save_pretrained(str(output))
 
 
+def resume_point(trainer, recipe, on_status) -> Path | None:
+    """Rank 0 looks first (and moves partial checkpoints aside); the others then see the same folder."""
+    identity = resume.run_identity(recipe, trainer.train_dataset)
+    with trainer.args.main_process_first(local=False, desc="choose the checkpoint to resume"):
+        say = on_status if trainer.is_world_process_zero() else (lambda line: None)
+        return resume.choose_checkpoint(recipe.output.resume, Path(recipe.output.dir), identity, say)
+
+
 def run_training(recipe, on_status=print) -> TrainingRun:
     trainer, prepared, trainable, total = prepare_trainer(recipe, on_status)
     output = Path(recipe.output.dir)
     main = trainer.is_world_process_zero()  # shared outputs are written once, by rank 0
     if main:
         write_text_atomic(output / RECIPE_COPY, dump_recipe(recipe))
+    checkpoint = resume_point(trainer, recipe, on_status)
     started = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     wall = time.perf_counter() - started
+    trainer.guard.outcome(trainer.args, trainer.state)  # preempted, or stopped on non-finite losses
     if sharded_fsdp(trainer):
         save_sharded_final(trainer, output)
         on_status(f"saved as FSDP shards in {output}; `ossft merge-shards {output}` makes a loadable model")
