@@ -127,6 +127,9 @@ def train(
     smoke: Annotated[
         bool, typer.Option("--smoke", help="Run the recipe on the tiny model for a few steps (any CPU).")
     ] = False,
+    skip_disk_check: Annotated[
+        bool, typer.Option("--skip-disk-check", help="Start even if the checkpoints may not fit on the disk.")
+    ] = False,
 ):
     """Fine-tune as the recipe says; print a summary at the end.
 
@@ -151,7 +154,8 @@ def train(
             _status(note)
     flags = launch.LaunchFlags(nproc, nnodes, node_rank, master_addr, master_port)
     child = ["--debug"] * _state["debug"] + ["train", str(recipe)]
-    child += [arg for value in set_ or [] for arg in ("--set", value)] + ["--smoke"] * smoke
+    child += [arg for value in set_ or [] for arg in ("--set", value)]
+    child += ["--smoke"] * smoke + ["--skip-disk-check"] * skip_disk_check
     plan = launch.plan_launch(resolved, flags, child)
     for note in plan.notes:
         _status(note)
@@ -171,14 +175,16 @@ def train(
         if code:
             raise UserError("training stopped: the error of each failing rank is printed above.", exit_code=code)
         return
-    _train_here(resolved)
+    _train_here(resolved, check_disk=not skip_disk_check)
 
 
-def _train_here(resolved) -> None:
+def _train_here(resolved, check_disk: bool) -> None:
     from ossft.report import summarize, summary_table
     from ossft.trainer import run_training
 
-    run = run_training(resolved, on_status=_status)  # writes summary.json, loss.png and the model card
+    run = run_training(
+        resolved, on_status=_status, check_disk=check_disk
+    )  # writes summary.json, loss.png and the model card
     if run.trainer.is_world_process_zero():
         console.print(summary_table(summarize(run)))
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ossft import model, prepare, report, resume
+from ossft import disk, model, prepare, report, resume
 from ossft.errors import UserError
 from ossft.files import write_text_atomic
 from ossft.recipe import TRAIN_DEFAULTS, dump_recipe
@@ -168,9 +169,21 @@ def resume_point(trainer, recipe, on_status) -> Path | None:
         return resume.choose_checkpoint(recipe.output.resume, Path(recipe.output.dir), identity, say)
 
 
-def run_training(recipe, on_status=print) -> TrainingRun:
+def planned_steps(trainer) -> int:
+    args = trainer.args
+    if args.max_steps > 0:
+        return args.max_steps
+    per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    return math.ceil(len(trainer.train_dataset) / per_step) * math.ceil(args.num_train_epochs)
+
+
+def run_training(recipe, on_status=print, check_disk: bool = True) -> TrainingRun:
     trainer, prepared, trainable, total = prepare_trainer(recipe, on_status)
     output = Path(recipe.output.dir)
+    if check_disk:
+        plan = disk.plan_disk(trainer, planned_steps(trainer))
+        disk.check_disk(plan, output)  # every rank: on nodes without a shared disk each has its own
+        on_status(f"disk: this run writes up to {plan.total / disk.GIB:,.2f} GiB ({plan.checkpoints_kept} checkpoints)")
     main = trainer.is_world_process_zero()  # shared outputs are written once, by rank 0
     if main:
         write_text_atomic(output / RECIPE_COPY, dump_recipe(recipe))
