@@ -98,9 +98,16 @@ class MeteredSFTTrainer(SFTTrainer):
         self.meter = RunMeter()
         self.add_callback(self.meter)
         self.guard = guard  # guards.RunGuard: sees every micro-batch's loss
+        self.saved_state_dict = None
         if guard is not None:
             guard.accelerator = self.accelerator
             self.add_callback(guard)
+
+    def _save(self, output_dir=None, state_dict=None):
+        # Keep the weights the Trainer gathered for this save (under ZeRO-3, the only whole copy) so
+        # the save can be verified against them without gathering a 120b model a second time.
+        self.saved_state_dict = state_dict
+        return super()._save(output_dir, state_dict=state_dict)
 
     def training_step(self, model, inputs, *args, **kwargs):
         self.meter.count_batch(inputs)

@@ -35,15 +35,18 @@ class DiskPlan:
 def plan_disk(trainer, total_steps: int) -> DiskPlan:
     from peft import PeftModel
 
+    from ossft.model import parameter_size
+
     model = trainer.model
     parameters = list(model.parameters())
     trainable = [p for p in parameters if p.requires_grad]
-    trained_bytes = sum(p.numel() * p.element_size() for p in trainable)
+    trained_bytes = sum(parameter_size(p) * p.element_size() for p in trainable)
     if trainer.is_deepspeed_enabled:
-        optimizer = 12 * sum(p.numel() for p in trainable)
+        optimizer = 12 * sum(parameter_size(p) for p in trainable)
     else:
         optimizer = 2 * trained_bytes
-    weights = trained_bytes if isinstance(model, PeftModel) else sum(p.numel() * p.element_size() for p in parameters)
+    all_bytes = sum(parameter_size(p) * p.element_size() for p in parameters)
+    weights = trained_bytes if isinstance(model, PeftModel) else all_bytes
     kept = checkpoints_kept(trainer.args, total_steps)
     return DiskPlan(weights + optimizer + SMALL_FILES, kept, weights + SMALL_FILES)
 

@@ -266,15 +266,18 @@ def plan_launch(
     if inside_launcher(env):
         world = int(env["WORLD_SIZE"])
         topology = Topology(world, 1, 0, env.get("MASTER_ADDR"), int(env.get("MASTER_PORT") or DEFAULT_MASTER_PORT))
-        return LaunchPlan(topology, None, notes=(f"inside a launcher: rank {env['RANK']} of {world}",))
+        return LaunchPlan(topology, None)
     topology = resolve_topology(flags, recipe.launch, env, local_gpus)
     if topology.processes == 1:
         return LaunchPlan(topology, None)
     config, notes = _choose_config(recipe.launch.accelerate_config, local_gpus)
-    # Without a GPU, TrainingArguments only builds a gloo DDP group when told the run is on CPU;
-    # otherwise every process trains alone on the whole dataset (transformers warns
-    # "process group is initialized, but parallel_mode != ParallelMode.DISTRIBUTED").
-    extra_env = {} if local_gpus else {"ACCELERATE_USE_CPU": "true"}
+    extra_env = {}
+    if not local_gpus and config_kind(config) != "DEEPSPEED":
+        # Without a GPU, TrainingArguments only builds a gloo DDP group when told the run is on CPU;
+        # otherwise every process trains alone on the whole dataset (transformers warns
+        # "process group is initialized, but parallel_mode != ParallelMode.DISTRIBUTED").
+        # Never for DeepSpeed: it would switch DeepSpeed off after the model was built sharded.
+        extra_env = {"ACCELERATE_USE_CPU": "true"}
     command = accelerate_command(topology, config, child_args)
     return LaunchPlan(topology, command, config, tuple(notes), extra_env)
 
@@ -282,13 +285,21 @@ def plan_launch(
 def _choose_config(name: str | None, local_gpus: int) -> tuple[Path, list[str]]:
     config = find_accelerate_config(name or DATA_PARALLEL_CONFIG)
     kind = config_kind(config)
-    if local_gpus == 0 and kind in ("FSDP", "DEEPSPEED"):
-        # Accelerate never shards on CPU: it silently falls back to DDP or to no distribution at all
-        # (design.md trap 6). Say so, and make the fallback explicit.
+    if local_gpus:
+        return config, []
+    # Accelerate never does FSDP on CPU: it silently falls back to DDP or to no distribution at all
+    # (design.md trap 6). DeepSpeed ZeRO-3 does run on CPU over gloo, when it is installed.
+    if kind == "FSDP" or (kind == "DEEPSPEED" and not _deepspeed_installed()):
+        why = "FSDP needs GPUs" if kind == "FSDP" else "deepspeed is not installed (pip install -e '.[deepspeed]')"
         ddp = find_accelerate_config(DATA_PARALLEL_CONFIG)
-        note = f"no GPU here: {config.stem} ({kind}) needs GPUs, so this run uses plain data parallel ({ddp.name})"
-        return ddp, [note]
+        return ddp, [f"no GPU here and {why}: {config.stem} runs as plain data parallel ({ddp.name}) instead"]
     return config, []
+
+
+def _deepspeed_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
 
 
 def accelerate_command(topology: Topology, config: Path, child_args: list[str]) -> list[str]:

@@ -149,7 +149,12 @@ def apply_lora(model, recipe):
         return get_peft_model(model, lora_config(recipe, model.config.num_hidden_layers))
 
 
+def parameter_size(parameter) -> int:
+    """Elements of a parameter. Under ZeRO-3 each rank holds a slice and numel() is 0; ds_numel is the whole."""
+    return getattr(parameter, "ds_numel", None) or parameter.numel()
+
+
 def parameter_counts(model) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(parameter_size(p) for p in model.parameters() if p.requires_grad)
+    total = sum(parameter_size(p) for p in model.parameters())
     return trainable, total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,10 @@ def sft_config(recipe, has_eval: bool = False):
         values["bf16"] = gpu and torch.cuda.is_bf16_supported()
     if not gpu:
         values.setdefault("dataloader_pin_memory", False)  # pinning needs an accelerator
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+            # Without a GPU accelerate picks no backend and counts one process, while DeepSpeed runs
+            # its own gloo group of all of them: the batch-size check then fails (8 != 8 * 1 * 2).
+            values.setdefault("ddp_backend", "gloo")
     # The Trainer asks DDP to search for unused parameters whenever the model is a PeftModel, an extra
     # pass over the autograd graph every step. gpt-oss uses every parameter each step (the experts
     # are stacked into single 3-D tensors, and the router always runs), so nothing is ever unused.
@@ -198,8 +203,9 @@ def run_training(recipe, on_status=print, check_disk: bool = True) -> TrainingRu
     else:
         trainer.save_model(str(output))
         if main:
-            verified = verify_trained_model(trainer.model, output)
+            verified = verify_trained_model(trainer.model, output, trainer.saved_state_dict)
             on_status(f"saved and read back: {verified.tensors} tensors of the {verified.architecture} in {output}")
+    trainer.saved_state_dict = None
     trainer.save_state()
     replicas = replica_digests(trainer)
     run = TrainingRun(recipe, trainer, prepared, trainable, total, wall, trainer.meter.measure(trainer), replicas)

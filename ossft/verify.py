@@ -72,11 +72,14 @@ def saved_tensors(folder: Path) -> Iterator[tuple[str, object]]:
 def expected_keys(folder: Path) -> set[str]:
     """The parameter names the architecture in config.json loads, built on the meta device (no memory)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     config = AutoConfig.from_pretrained(folder)
+    # The class itself, not AutoModelForCausalLM.from_config: under ZeRO-3 that one builds inside
+    # deepspeed.zero.Init, a collective, and rank 0 verifying alone would wait there for the others.
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)](config)
     keys = set(model.state_dict())
     if getattr(config, "tie_word_embeddings", False):
         keys.discard("lm_head.weight")
@@ -137,13 +140,15 @@ def verify_adapter_folder(folder: str | Path, written: Mapping[str, str]) -> Ver
     return Verified(folder, len(found), "LoRA adapter")
 
 
-def verify_trained_model(model, folder: str | Path) -> Verified:
-    """Check what `Trainer.save_model` wrote for `model` (a PeftModel or a full model)."""
+def verify_trained_model(model, folder: str | Path, state_dict: Mapping | None = None) -> Verified:
+    """Check what `Trainer.save_model` wrote for `model` (a PeftModel or a full model). `state_dict`:
+    the whole weights the Trainer gathered for the save, where the model's own are sharded (ZeRO-3:
+    rank 0 holds only its partition of each large tensor)."""
     from peft import PeftModel, get_peft_model_state_dict
 
     if isinstance(model, PeftModel):
-        return verify_adapter_folder(folder, digests(get_peft_model_state_dict(model)))
-    state = dict(model.state_dict())
+        return verify_adapter_folder(folder, digests(get_peft_model_state_dict(model, state_dict=state_dict)))
+    state = dict(state_dict if state_dict is not None else model.state_dict())
     if getattr(model.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)
     return verify_model_folder(folder, digests(state))

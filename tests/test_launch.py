@@ -148,13 +148,20 @@ def test_command_for_a_second_node():
     assert plan.env == {} and plan.notes == ()
 
 
-def test_sharded_configs_become_ddp_on_cpu():
-    plan = plan_launch(recipe("launch.accelerate_config=zero3"), LaunchFlags(nproc=2), ["train", "r.yaml"], {}, 0)
+def test_fsdp_becomes_ddp_on_cpu():
+    plan = plan_launch(recipe("launch.accelerate_config=fsdp2"), LaunchFlags(nproc=2), ["train", "r.yaml"], {}, 0)
     assert plan.accelerate_config == CONFIG_DIR / "ddp.yaml"
     assert plan.env == {"ACCELERATE_USE_CPU": "true"}
-    assert plan.notes == ("no GPU here: zero3 (DEEPSPEED) needs GPUs, so this run uses plain data parallel (ddp.yaml)",)
+    assert plan.notes == ("no GPU here and FSDP needs GPUs: fsdp2 runs as plain data parallel (ddp.yaml) instead",)
     # One process needs no launcher at all.
     assert plan_launch(recipe(), NO_FLAGS, ["train", "r.yaml"], {}, 0).command is None
+
+
+def test_zero3_runs_as_zero3_on_cpu_when_deepspeed_is_installed():
+    pytest.importorskip("deepspeed")
+    plan = plan_launch(recipe("launch.accelerate_config=zero3"), LaunchFlags(nproc=2), ["train", "r.yaml"], {}, 0)
+    assert plan.accelerate_config == CONFIG_DIR / "zero3.yaml"
+    assert plan.env == {} and plan.notes == ()  # ACCELERATE_USE_CPU would switch DeepSpeed off
 
 
 def test_unknown_config_is_named_with_the_shipped_ones():
