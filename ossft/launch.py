@@ -313,8 +313,11 @@ def accelerate_command(topology: Topology, config: Path, child_args: list[str]) 
 
 
 def printable(plan: LaunchPlan) -> str:
+    """The command as a shell line, credentials (a --set train.hub_token=...) redacted."""
+    from ossft.secrets import redact
+
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in plan.env.items())
-    return (env + " " if env else "") + shlex.join(plan.command or [])
+    return redact((env + " " if env else "") + shlex.join(plan.command or []))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ Everything comes from the recipe and the run summary; nothing from the environme
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 
@@ -14,12 +13,8 @@ import yaml
 
 from ossft import __version__, plots
 from ossft.files import write_text_atomic
-from ossft.recipe import dump_recipe
+from ossft.provenance import recipe_yaml
 from ossft.report import CARD_FILE, format_value, gib
-
-REDACTED = "<redacted>"
-# SFTConfig fields that may hold a credential if someone puts one in a recipe: never copied into a card.
-SECRET_FIELD = re.compile(r"(^hub_token$|secret|password|api_key)")
 
 
 def write_model_card(run, summary: dict) -> Path:
@@ -43,7 +38,7 @@ def model_card(recipe, summary: dict) -> str:
         "## Method\n\n" + method_section(recipe, summary),
         "## Data\n\n" + data_section(recipe, summary),
         "## Recipe\n\nThe resolved recipe, every default filled in (`ossft train` on it repeats this run):\n\n"
-        f"```yaml\n{dump_recipe(without_secrets(recipe)).rstrip()}\n```",
+        f"```yaml\n{recipe_yaml(recipe).rstrip()}\n```",
         "## Metrics\n\n" + metrics_section(summary) + f"\n\n![loss]({plots.PLOT_FILE})",
         "## How to use\n\n" + usage_section(summary),
     ]
@@ -160,15 +155,6 @@ def usage_section(summary: dict) -> str:
         ]
         intro = "Try the model, quantize its experts to MXFP4, and serve:"
     return f"{intro}\n\n```bash\n" + "\n".join(lines) + "\n```"
-
-
-def without_secrets(recipe):
-    """A copy of the recipe with any credential-like train: field replaced by a marker."""
-    copy = recipe.model_copy(deep=True)
-    for key in type(copy.train).model_fields:
-        if SECRET_FIELD.search(key) and getattr(copy.train, key):
-            setattr(copy.train, key, REDACTED)
-    return copy
 
 
 def markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:

@@ -11,7 +11,8 @@ from pathlib import Path
 from ossft import disk, model, prepare, report, resume
 from ossft.errors import UserError
 from ossft.files import write_text_atomic
-from ossft.recipe import TRAIN_DEFAULTS, dump_recipe
+from ossft.provenance import recipe_copy
+from ossft.recipe import TRAIN_DEFAULTS
 from ossft.verify import trainable_digest, verify_trained_model
 
 RECIPE_COPY = "recipe.yaml"
@@ -56,6 +57,10 @@ def sft_config(recipe, has_eval: bool = False):
     # are stacked into single 3-D tensors, and the router always runs), so nothing is ever unused.
     values.setdefault("ddp_find_unused_parameters", False)
     refuse_packing(values)
+    if values.get("hub_token"):
+        # Hub pushes read HF_TOKEN; kept in TrainingArguments the token would be pickled into every
+        # checkpoint's training_args.bin.
+        os.environ["HF_TOKEN"] = values.pop("hub_token")
     values = with_eval_schedule(values, has_eval)
     try:
         return SFTConfig(output_dir=recipe.output.dir, **values)
@@ -191,7 +196,7 @@ def run_training(recipe, on_status=print, check_disk: bool = True) -> TrainingRu
         on_status(f"disk: this run writes up to {plan.total / disk.GIB:,.2f} GiB ({plan.checkpoints_kept} checkpoints)")
     main = trainer.is_world_process_zero()  # shared outputs are written once, by rank 0
     if main:
-        write_text_atomic(output / RECIPE_COPY, dump_recipe(recipe))
+        write_text_atomic(output / RECIPE_COPY, recipe_copy(recipe))
     checkpoint = resume_point(trainer, recipe, on_status)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
