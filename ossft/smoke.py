@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from ossft.tiny import TinySpec
+from ossft.trainer import GPU_ONLY_OPTIMIZERS
 
 SMOKE_STEPS = 3
 SMOKE_PROCESSES = 2  # enough to exercise data parallelism; more only slows a 2-core machine
@@ -26,7 +27,6 @@ SAMPLES = {
 KNOWN_FORMATS = {"HuggingFaceH4/Multilingual-Thinking": "multilingual_thinking"}
 # Decoder layers of the published models, to scale `lora.experts: [7, 15, 23]` onto the tiny model.
 PUBLISHED_LAYERS = {"openai/gpt-oss-20b": 24, "openai/gpt-oss-120b": 36}
-GPU_ONLY_OPTIMIZERS = ("8bit", "bnb", "paged", "apex", "adafactor_fused")  # bitsandbytes and apex need CUDA
 
 
 def tiny_model_path() -> Path:

@@ -57,6 +57,8 @@ def sft_config(recipe, has_eval: bool = False):
     # are stacked into single 3-D tensors, and the router always runs), so nothing is ever unused.
     values.setdefault("ddp_find_unused_parameters", False)
     refuse_packing(values)
+    if not gpu:
+        refuse_gpu_only(recipe, values)
     if values.get("hub_token"):
         # Hub pushes read HF_TOKEN; kept in TrainingArguments the token would be pickled into every
         # checkpoint's training_args.bin.
@@ -78,6 +80,28 @@ def refuse_packing(values: dict) -> None:
                 "into one sequence would attend to each other and train on a wrong context. Remove it; to "
                 "cut padding, batch examples of similar length with train.train_sampling_strategy: group_by_length."
             )
+
+
+GPU_ONLY_OPTIMIZERS = ("8bit", "bnb", "paged", "apex")  # bitsandbytes and apex kernels are CUDA-only
+
+
+def refuse_gpu_only(recipe, values: dict) -> None:
+    """Options that cannot run without a GPU, refused before the model loads rather than deep inside it."""
+    problems = []
+    if recipe.model.attn_implementation != "eager":
+        problems.append(
+            f"model.attn_implementation: {recipe.model.attn_implementation} needs a GPU (use eager on CPU)"
+        )
+    optim = str(getattr(values.get("optim"), "value", values.get("optim", "")))
+    if any(marker in optim for marker in GPU_ONLY_OPTIMIZERS):
+        problems.append(f"train.optim: {optim} needs CUDA (use adamw_torch on CPU)")
+    if values.get("fp16"):
+        problems.append("train.fp16: fp16 mixed precision needs a GPU (remove it; CPUs train in fp32)")
+    if problems:
+        raise UserError(
+            "no GPU here, and the recipe asks for what only a GPU does: " + "; ".join(problems) + ". "
+            "To try this recipe on this machine, run `ossft train RECIPE --smoke`."
+        )
 
 
 def with_eval_schedule(values: dict, has_eval: bool) -> dict:
