@@ -220,7 +220,9 @@ def inspect_data(
     for record in show.example_records(resolved, tokenizer, rows or 3):
         console.print(f"[bold]── {record['source']} row {record['row']} ({record['tokens']} tokens)[/]", soft_wrap=True)
         console.print(show.highlighted(record), highlight=False)
-    console.print(show.totals_table(show.full_stats(resolved, tokenizer)))
+    with count_progress("tokenizing examples") as tick:
+        stats = show.full_stats(resolved, tokenizer, on_progress=tick)
+    console.print(show.totals_table(stats))
 
 
 @app.command()
@@ -236,8 +238,10 @@ def preprocess(recipe: RecipeArg, set_: SetOpt = None):
     from ossft.recipe import load_recipe
 
     resolved = load_recipe(recipe, set_ or [])
-    prepared = prepare_data(resolved, load_tokenizer(resolved))
-    console.print(show.totals_table(prepared.stats))
+    tokenizer = load_tokenizer(resolved)
+    with count_progress("tokenizing examples") as tick:
+        prepared = prepare_data(resolved, tokenizer, on_progress=tick)
+    console.print(show.totals_table(prepared.stats, shown_above=False))
     state = "already cached" if prepared.from_cache else "cached"
     console.print(f"{state}: [bold]{prepared.cache_path}[/]")
 
@@ -290,9 +294,27 @@ def generate(
 @contextlib.contextmanager
 def byte_progress(description: str):
     """A progress bar in bytes with ETA; yields the `on_progress(done, total)` callback."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import DownloadColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with _progress(description, DownloadColumn()) as tick:
+        yield tick
+
+
+@contextlib.contextmanager
+def count_progress(description: str):
+    """The same bar counting items (examples tokenized), for the data steps."""
+    from rich.progress import MofNCompleteColumn
+
+    with _progress(description, MofNCompleteColumn()) as tick:
+        yield tick
+
+
+@contextlib.contextmanager
+def _progress(description: str, amount_column):
+    """One style for every long step of ossft: what, bar, how much of how much, time left (on stderr)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), amount_column, TimeRemainingColumn())
     with Progress(*columns, console=errors, transient=True) as progress:
         task = progress.add_task(description, total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)

@@ -211,15 +211,28 @@ def text_encoder(tokenizer):
     return encode_text
 
 
-def tokenize_jobs(jobs: list[Job], tokenizer, num_proc: int = 1) -> list[Tokenized]:
+PROGRESS_CHUNK = 2048  # examples per progress update: small enough to move, large enough to batch well
+
+
+def tokenize_jobs(jobs: list[Job], tokenizer, num_proc: int = 1, on_progress=None) -> list[Tokenized]:
+    """Token ids and masks for every job, in order. `on_progress(done, total)` after each chunk."""
+    tick = on_progress or (lambda done, total: None)
+    done: list[Tokenized] = []
     if num_proc <= 1 or len(jobs) < 2 * num_proc:
-        return Encoder(tokenizer).run(jobs)
+        encoder = Encoder(tokenizer)
+        for start in range(0, len(jobs), PROGRESS_CHUNK):
+            done += encoder.run(jobs[start : start + PROGRESS_CHUNK])
+            tick(len(done), len(jobs))
+        return done
     # Rust's own thread pool and fork do not mix; the workers are the parallelism here.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    chunk = -(-len(jobs) // (num_proc * 4))
+    chunk = min(PROGRESS_CHUNK, -(-len(jobs) // (num_proc * 4)))
     parts = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
     with multiprocessing.get_context("fork").Pool(num_proc, initializer=_init_worker, initargs=(tokenizer,)) as pool:
-        return [t for part in pool.map(_run_worker, parts) for t in part]
+        for part in pool.imap(_run_worker, parts):  # in order, so examples keep their rows' order
+            done += part
+            tick(len(done), len(jobs))
+    return done
 
 
 _worker_encoder: Encoder | None = None

@@ -52,10 +52,11 @@ def highlighted(record):
     return text
 
 
-def totals_table(stats: data.DataStats):
+def totals_table(stats: data.DataStats, shown_above: bool = True):
     from rich.table import Table
 
-    table = Table(title="data totals (trained text in green above)", show_header=False, title_justify="left")
+    title = "data totals (trained text in green above)" if shown_above else "data totals"
+    table = Table(title=title, show_header=False, title_justify="left")
     fraction = stats.trained_tokens / stats.tokens if stats.tokens else 0.0
     rows = [
         ("rows read", stats.rows),
@@ -75,5 +76,5 @@ def totals_table(stats: data.DataStats):
     return table
 
 
-def full_stats(recipe, tokenizer) -> data.DataStats:
-    return prepare.prepare_data(recipe, tokenizer).stats
+def full_stats(recipe, tokenizer, on_progress=None) -> data.DataStats:
+    return prepare.prepare_data(recipe, tokenizer, on_progress=on_progress).stats

@@ -34,7 +34,9 @@ class PreparedData:
     from_cache: bool = False
 
 
-def build_examples(recipe, tokenizer) -> tuple[list[data.Tokenized], list[data.Tokenized], data.DataStats]:
+def build_examples(
+    recipe, tokenizer, on_progress=None
+) -> tuple[list[data.Tokenized], list[data.Tokenized], data.DataStats]:
     stats = data.DataStats()
     parsed = data.parsed_rows(recipe, stats)
     train_rows, eval_rows = sources.split_validation(len(parsed), recipe.data.val_set_size, recipe.data.seed)
@@ -42,7 +44,7 @@ def build_examples(recipe, tokenizer) -> tuple[list[data.Tokenized], list[data.T
 
     def examples(positions: list[int]) -> list[data.Tokenized]:
         jobs = [job for p in positions for job in data.jobs_for_row(recipe, *parsed[p], system)]
-        tokenized = data.tokenize_jobs(jobs, tokenizer, recipe.data.num_proc)
+        tokenized = data.tokenize_jobs(jobs, tokenizer, recipe.data.num_proc, on_progress)
         tokenized = data.drop_failed(tokenized, recipe.data.on_bad_row, stats)
         return data.fit_length(tokenized, recipe.train.max_length, recipe.data.truncation, stats)
 
@@ -82,11 +84,12 @@ def to_dataset(examples: list[data.Tokenized]):
     return Dataset(table)
 
 
-def prepare_data(recipe, tokenizer, use_cache: bool = True) -> PreparedData:
+def prepare_data(recipe, tokenizer, use_cache: bool = True, on_progress=None) -> PreparedData:
+    """`on_progress(done, total)`: examples tokenized so far (train, then eval), for a progress bar."""
     path = cache_root(recipe) / cache_key(recipe, tokenizer) if use_cache else None
     if path is not None and (path / STATS_FILE).is_file():
         return load_cached(path)
-    train, evaluation, stats = build_examples(recipe, tokenizer)
+    train, evaluation, stats = build_examples(recipe, tokenizer, on_progress)
     prepared = PreparedData(to_dataset(train), to_dataset(evaluation) if evaluation else None, stats)
     if path is not None:
         save_cache(prepared, path)
@@ -129,7 +132,8 @@ def save_cache(prepared: PreparedData, path: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         splits = {"train": prepared.train} | ({"eval": prepared.eval} if prepared.eval is not None else {})
-        DatasetDict(splits).save_to_disk(str(staging / "datasets"))
+        with sources.quiet_datasets():  # the tokenizing bar said how far it got; this save takes a blink
+            DatasetDict(splits).save_to_disk(str(staging / "datasets"))
         (staging / STATS_FILE).write_text(json.dumps(dataclasses.asdict(prepared.stats), indent=2))
         try:
             staging.rename(path)

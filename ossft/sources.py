@@ -266,6 +266,8 @@ def _parse_jsonl(path: Path, data: bytes) -> list:
                 f"{path} line {number}: not valid JSON ({exc.msg}, column {exc.colno}). "
                 "Each line of a .jsonl file is one JSON object."
             ) from exc
+        except (ValueError, RecursionError) as exc:
+            raise UserError(f"{path} line {number}: {_too_large(exc)}") from exc
     return rows
 
 
@@ -276,6 +278,8 @@ def _parse_json(path: Path, data: bytes) -> list:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason}). Save the file as UTF-8.") from exc
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}).") from exc
+    except (ValueError, RecursionError) as exc:
+        raise UserError(f"{path}: {_too_large(exc)}") from exc
     if isinstance(doc, list):
         return doc
     if isinstance(doc, dict):
@@ -291,6 +295,13 @@ def _parse_json(path: Path, data: bytes) -> list:
         f"{path}: a .json dataset must be a list of rows, or an object with exactly one list of rows, "
         f"not a {type(doc).__name__}."
     )
+
+
+def _too_large(exc: Exception) -> str:
+    # Python's JSON reader refuses integers of over 4,300 digits (ValueError) and runs out of stack
+    # on arrays or objects nested about a thousand deep (RecursionError).
+    what = "a number too long" if isinstance(exc, ValueError) else "nesting too deep"
+    return f"JSON that Python cannot read ({what}: {str(exc)[:100]}). Shorten or flatten that value."
 
 
 def _read_with_datasets(path: Path, builder: str) -> list:
@@ -309,7 +320,7 @@ def _read_with_datasets(path: Path, builder: str) -> list:
         return []
     # A throwaway cache: the rows become Python objects anyway, and a shared cache keyed on the
     # file's path and mtime could hand back stale rows or keep a copy of every file ever read.
-    with tempfile.TemporaryDirectory(prefix="ossft-") as cache, _quiet_datasets():
+    with tempfile.TemporaryDirectory(prefix="ossft-") as cache, quiet_datasets():
         try:
             dataset = load_dataset(builder, data_files=str(path), split="train", cache_dir=cache, **kwargs)
             return dataset.to_list()
@@ -324,10 +335,19 @@ def _csv_shape(path: Path) -> tuple[int, bool]:
     """(columns in the header, whether any row follows it), reading no further than the first row."""
     import csv
 
-    with open(path, encoding="utf-8-sig", newline="") as stream:
-        records = (record for record in csv.reader(stream) if record)
-        header = next(records, None)
-        return (len(header), next(records, None) is not None) if header else (0, False)
+    # The csv module refuses a field over 128 KiB by default; a chat in one cell is often longer.
+    limit = csv.field_size_limit(2**31 - 1)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as stream:
+            records = (record for record in csv.reader(stream) if record)
+            header = next(records, None)
+            return (len(header), next(records, None) is not None) if header else (0, False)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason}). Save the file as UTF-8.") from exc
+    except csv.Error as exc:
+        raise UserError(f"{path}: could not be read as CSV ({exc}). Check the file, or convert it to .jsonl.") from exc
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _parquet_has_rows(path: Path) -> bool:
@@ -343,7 +363,7 @@ def _disk_dataset(spec: SourceSpec, folder: Path):
     from datasets import DatasetDict, load_from_disk
 
     split_folder = _disk_split_folder(spec, folder)  # checks the split before anything is loaded
-    with _quiet_datasets():
+    with quiet_datasets():
         try:
             loaded = load_from_disk(str(folder))
         except Exception as exc:
@@ -382,7 +402,7 @@ def _root_cause(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_datasets():
+def quiet_datasets():
     """No progress bars or logged parser errors while reading a local file: a failure becomes one
     UserError that already carries the cause. Both settings are restored afterwards."""
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars

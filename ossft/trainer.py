@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -89,9 +90,7 @@ def refuse_gpu_only(recipe, values: dict) -> None:
     """Options that cannot run without a GPU, refused before the model loads rather than deep inside it."""
     problems = []
     if recipe.model.attn_implementation != "eager":
-        problems.append(
-            f"model.attn_implementation: {recipe.model.attn_implementation} needs a GPU (use eager on CPU)"
-        )
+        problems.append(f"model.attn_implementation: {recipe.model.attn_implementation} needs a GPU (use eager on CPU)")
     optim = str(getattr(values.get("optim"), "value", values.get("optim", "")))
     if any(marker in optim for marker in GPU_ONLY_OPTIMIZERS):
         problems.append(f"train.optim: {optim} needs CUDA (use adamw_torch on CPU)")
@@ -115,8 +114,9 @@ def with_eval_schedule(values: dict, has_eval: bool) -> dict:
     return values
 
 
-def prepare_trainer(recipe, on_status=print):
-    """Everything up to the first step: tokenizer, data, model, LoRA, trainer."""
+def prepare_trainer(recipe, on_status=print, data_progress=None):
+    """Everything up to the first step: tokenizer, data, model, LoRA, trainer. `data_progress()`: a
+    context manager yielding an `on_progress(done, total)` for the tokenization (shown by rank 0)."""
     from transformers import set_seed
 
     from ossft.callbacks import LossPlotCallback, MeteredSFTTrainer
@@ -127,7 +127,9 @@ def prepare_trainer(recipe, on_status=print):
     # The first process of each machine fills the tokenized-data cache; the others then read it
     # instead of tokenizing the same rows at the same time.
     with early.main_process_first(local=True, desc="tokenize the data"):
-        prepared = prepare.prepare_data(recipe, tokenizer)
+        shown = data_progress is not None and early.process_index == 0
+        with data_progress() if shown else contextlib.nullcontext() as tick:
+            prepared = prepare.prepare_data(recipe, tokenizer, on_progress=tick)
     stats = prepared.stats
     origin = f" (from the cache {prepared.cache_path})" if prepared.from_cache else ""
     on_status(
@@ -211,8 +213,8 @@ def planned_steps(trainer) -> int:
     return math.ceil(len(trainer.train_dataset) / per_step) * math.ceil(args.num_train_epochs)
 
 
-def run_training(recipe, on_status=print, check_disk: bool = True) -> TrainingRun:
-    trainer, prepared, trainable, total = prepare_trainer(recipe, on_status)
+def run_training(recipe, on_status=print, check_disk: bool = True, data_progress=None) -> TrainingRun:
+    trainer, prepared, trainable, total = prepare_trainer(recipe, on_status, data_progress)
     output = Path(recipe.output.dir)
     if check_disk:
         plan = disk.plan_disk(trainer, planned_steps(trainer))

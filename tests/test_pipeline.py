@@ -572,3 +572,20 @@ def test_train_refuses_packing(tmp_path, tiny_model_dir, cli, key):
     assert message.startswith(f"error: train.{key}: gpt-oss builds its attention masks without position_ids")
     assert "train.train_sampling_strategy: group_by_length" in message
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_progress_counts_every_example_in_order(tokenizer, tiny_model_dir, num_proc, monkeypatch):
+    from ossft import data
+
+    monkeypatch.setattr(data, "PROGRESS_CHUNK", 100)  # several updates on the 608 sample examples
+    recipe = load_recipe(
+        REPO / "recipes" / "quickstart.yaml", [f"model.base_model={tiny_model_dir}", f"data.num_proc={num_proc}"]
+    )
+    seen: list[tuple[int, int]] = []
+    prepared = prepare.prepare_data(recipe, tokenizer, use_cache=False, on_progress=lambda d, t: seen.append((d, t)))
+    total = seen[-1][1]
+    assert seen[-1] == (total, total) and total == prepared.stats.examples == 608
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) >= 4
+    alone = prepare.prepare_data(recipe, tokenizer, use_cache=False)
+    assert alone.train["input_ids"] == prepared.train["input_ids"]  # progress changes nothing
