@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ossft.errors import UserError
 
@@ -46,7 +47,8 @@ def user_errors(command):
             report_rank_failure(exc.exit_code)
             if _state["debug"]:
                 raise
-            errors.print(f"[bold red]error:[/] {rank_label()}{exc}", highlight=False, soft_wrap=True)
+            # Escaped: a message quotes the user's data, and a row holding "[/]" is not rich markup.
+            errors.print(f"[bold red]error:[/] {escape(rank_label() + str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper

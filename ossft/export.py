@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,7 +31,15 @@ from pathlib import Path
 
 from ossft import mxfp4
 from ossft.errors import UserError
-from ossft.shards import DEFAULT_MAX_SHARD_SIZE, TOKENIZER_FILES, ensure_room, shard_names, write_index
+from ossft.shards import (
+    DEFAULT_MAX_SHARD_SIZE,
+    TOKENIZER_FILES,
+    ensure_room,
+    model_weights,
+    read_json_object,
+    shard_names,
+    write_index,
+)
 
 EXPERT_SUFFIXES = tuple(f".mlp.experts.{proj}" for proj in mxfp4.EXPERT_PROJECTIONS)
 QUANTIZATION_CONFIG = mxfp4.QUANTIZATION_CONFIG
@@ -166,12 +173,9 @@ def _check_model_folder(model_dir: Path) -> dict:
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise UserError(f"{model_dir} holds no config.json, so it is not a model folder. Pass a gpt-oss model folder.")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise UserError(f"{config_path} is not valid JSON ({error}). Is the model folder complete?") from None
-    if not isinstance(config, dict) or config.get("model_type") != "gpt_oss":
-        kind = config.get("model_type") if isinstance(config, dict) else None
+    config = read_json_object(config_path)
+    if config.get("model_type") != "gpt_oss":
+        kind = config.get("model_type")
         raise UserError(
             f"{model_dir} holds a {kind or 'unknown'} model, not gpt-oss; MXFP4 export is for gpt-oss only."
         )
@@ -191,39 +195,14 @@ def _check_model_folder(model_dir: Path) -> dict:
     return config
 
 
-def _input_files(model_dir: Path) -> list[Path]:
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (ValueError, KeyError, TypeError) as error:
-            raise UserError(f"{index} is not a safetensors index ({error!r}). Is the model folder complete?") from None
-        files = [model_dir / name for name in sorted(set(weight_map.values()))]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise UserError(
-                f"{model_dir} is incomplete: {index.name} names {missing[:3]}, which are not there. "
-                "Copy or download the missing shards."
-            )
-        return files
-    if (model_dir / "model.safetensors").is_file():
-        return [model_dir / "model.safetensors"]
+def _input_files(model_dir: Path) -> None:
+    """Weights are there (their files are checked whole by `model_weights`, in `_plan`)."""
+    if (model_dir / "model.safetensors.index.json").is_file() or (model_dir / "model.safetensors").is_file():
+        return
     raise UserError(
         f"{model_dir} holds no safetensors weights (model.safetensors or model.safetensors.index.json), so it is "
         "not a model folder ossft can export. Save the model with safetensors (the default of save_pretrained)."
     )
-
-
-def _header(file: Path) -> dict:
-    """A safetensors file's header: name -> {dtype, shape, data_offsets}, read without touching the data."""
-    try:
-        with open(file, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-    except (OSError, ValueError, struct.error) as error:
-        raise UserError(f"{file} is not a readable safetensors file ({error}). Is the model folder complete?") from None
-    header.pop("__metadata__", None)
-    return header
 
 
 def _plan(model_dir: Path, max_shard_size: int) -> list[_Source]:
@@ -234,8 +213,9 @@ def _plan(model_dir: Path, max_shard_size: int) -> list[_Source]:
     """
     sources: list[_Source] = []
     seen: dict[str, Path] = {}
-    for file in _input_files(model_dir):
-        for name, info in _header(file).items():
+    # Every weight file checked whole and against the index before anything is written.
+    for file, header in sorted(model_weights(model_dir).items()):
+        for name, info in header.items():
             dtype, shape = info["dtype"], tuple(info["shape"])
             nbytes = info["data_offsets"][1] - info["data_offsets"][0]
             if name.endswith(("_blocks", "_scales")) and ".mlp.experts." in name:

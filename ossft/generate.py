@@ -6,12 +6,14 @@ found in adapter_config.json. Generation stops where a served gpt-oss stops: `<|
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ossft import harmony
 from ossft.data import special_token_ids, text_encoder
 from ossft.errors import UserError
+from ossft.shards import check_model_folder, read_json_object, safetensors_header
+
+ADAPTER_FIX = "Copy the adapter folder again, or use one of the run's checkpoint-N folders."
 
 
 def _load_model(folder: Path, dtype):
@@ -38,12 +40,21 @@ def load_for_generation(model_dir: str | Path, base: str | None = None):
         raise UserError(f"{model_dir} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json).")
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     if not adapter_config.is_file():
+        check_model_folder(model_dir)  # a damaged file is named here, not deep inside from_pretrained
         return _load_model(model_dir, dtype).eval(), AutoTokenizer.from_pretrained(model_dir)
     from peft import PeftModel
 
-    base = base or json.loads(adapter_config.read_text())["base_model_name_or_path"]
+    base = base or read_json_object(adapter_config, ADAPTER_FIX).get("base_model_name_or_path")
+    weights = model_dir / "adapter_model.safetensors"
+    if weights.is_file():
+        safetensors_header(weights, ADAPTER_FIX)
+    elif not (model_dir / "adapter_model.bin").is_file():
+        raise UserError(f"{model_dir} has adapter_config.json but no adapter_model.safetensors. {ADAPTER_FIX}")
+    if not base:
+        raise UserError(f"{adapter_config} names no base model; pass --base with its folder.")
     if not (Path(base) / "config.json").is_file():
         raise UserError(f"the adapter's base model is not at {base}; pass --base with its folder.")
+    check_model_folder(Path(base))
     has_tokenizer = (model_dir / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(model_dir if has_tokenizer else base)
     try:

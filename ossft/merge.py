@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import struct
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,12 +45,16 @@ from ossft.shards import (
     TOKENIZER_FILES,
     ensure_room,
     local_model_folder,
+    model_weights,
     plan_shards,
+    read_json_object,
+    safetensors_header,
     shard_names,
     write_index,
 )
 
 ADAPTER_PREFIX = "base_model.model."
+ADAPTER_FIX = "Copy the adapter folder again, or merge one of the run's checkpoint-N folders instead."
 # Adapter features that are more than low-rank deltas on existing weights: refused rather than half-merged.
 UNSUPPORTED = ("use_dora", "lora_bias", "modules_to_save", "trainable_token_indices", "layer_replication")
 
@@ -198,7 +201,7 @@ def _read_adapter(adapter_dir: Path) -> tuple[dict, dict]:
             f"{adapter_dir} is not a LoRA adapter ({what}): there is nothing to merge. Pass the output folder "
             "(or a checkpoint-N folder) of a run whose recipe has a lora: section."
         )
-    config = json.loads(config_file.read_text())
+    config = read_json_object(config_file, ADAPTER_FIX)
     if config.get("peft_type") != "LORA":
         raise UserError(f"{adapter_dir} holds a {config.get('peft_type')} adapter; merge-lora merges LoRA adapters.")
     for key in UNSUPPORTED:
@@ -209,6 +212,7 @@ def _read_adapter(adapter_dir: Path) -> tuple[dict, dict]:
         raise UserError(
             f"{adapter_dir} has adapter_config.json but no adapter_model.safetensors; was the save interrupted?"
         )
+    safetensors_header(weights, ADAPTER_FIX)  # a file cut short is named here, not by load_file
     return config, load_file(weights)
 
 
@@ -229,21 +233,11 @@ def _resolve_base(base: str | Path | None, adapter_config: dict, adapter_dir: Pa
 
 def _read_base(base_dir: Path) -> tuple[dict, dict[str, tuple[Path, dict]]]:
     """The base's config.json, and each tensor's shard and safetensors header entry (nothing else is read)."""
-    config = json.loads((base_dir / "config.json").read_text())
+    config = read_json_object(base_dir / "config.json")
     if config.get("model_type") != "gpt_oss":
         raise UserError(f"{base_dir} is a {config.get('model_type')} model; merge-lora writes gpt-oss models.")
-    index = base_dir / "model.safetensors.index.json"
-    if index.is_file():
-        files = [base_dir / f for f in dict.fromkeys(json.loads(index.read_text())["weight_map"].values())]
-    elif (base_dir / "model.safetensors").is_file():
-        files = [base_dir / "model.safetensors"]
-    else:
-        raise UserError(f"{base_dir} holds no safetensors weights (model.safetensors or an index).")
     headers = {}
-    for file in files:
-        with open(file, "rb") as handle:  # safetensors: 8-byte little-endian length, then a JSON header
-            header = json.loads(handle.read(struct.unpack("<Q", handle.read(8))[0]))
-        header.pop("__metadata__", None)
+    for file, header in model_weights(base_dir).items():  # every file checked whole, and the index with them
         headers.update((name, (file, header[name])) for name in sorted(header))
     return config, headers
 

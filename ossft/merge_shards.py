@@ -20,7 +20,6 @@ only then renamed, so a crash never leaves a half-merged folder that looks compl
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
@@ -47,6 +46,7 @@ from ossft.shards import (
     ensure_room,
     local_model_folder,
     plan_shards,
+    read_json_object,
     shard_names,
     write_index,
 )
@@ -201,7 +201,8 @@ def _gather_run(save: Path, base: str | None) -> _Run:
 def _base_config(run: _Run) -> tuple[dict, Path]:
     for folder in run.folders():
         if (folder / "config.json").is_file():
-            return json.loads((folder / "config.json").read_text()), folder
+            fix = "Repair or replace it, or pass the base model the run trained with --base PATH."
+            return read_json_object(folder / "config.json", fix), folder
     if run.base_name and run.base_dir is None:
         why = f"the run's base model '{run.base_name}' (recipe.yaml's model.base_model) is not here"
     elif run.recipe is None:

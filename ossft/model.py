@@ -13,12 +13,16 @@ from pathlib import Path
 
 from ossft.errors import UserError
 from ossft.recipe import ATTENTION_PROJECTIONS
+from ossft.shards import check_model_folder, read_json_object
 
 EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 
 
 def _from_pretrained(loader, name: str, **kwargs):
     """`loader.from_pretrained`, with "no such model" turned into a message that says what to do."""
+    config = Path(name).expanduser() / "config.json"
+    if config.is_file():
+        read_json_object(config)  # damaged: named here, not as a JSONDecodeError inside transformers
     try:
         return loader.from_pretrained(name, **kwargs)
     except OSError as exc:
@@ -52,6 +56,14 @@ def load_model(recipe):
     from transformers import AutoConfig, AutoModelForCausalLM, Mxfp4Config
 
     name = recipe.model.base_model
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise UserError(
+                f"model.base_model: {name} is a folder without config.json, so not a model folder. "
+                "Give the folder that holds the model's config.json and weights."
+            )
+        check_model_folder(folder)  # a truncated shard or a wrong index, named before loading
     config = _from_pretrained(AutoConfig, name, trust_remote_code=recipe.model.trust_remote_code)
     if config.model_type != "gpt_oss":
         raise UserError(f"model.base_model: {name} is a {config.model_type} model, not gpt-oss.")

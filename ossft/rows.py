@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ossft.harmony_tools import parse_function_tools
+from ossft.harmony_tools import function_tools_section
 
 LAYOUTS = ("auto", "messages", "multilingual_thinking", "prompt_completion")
 EFFORTS = ("low", "medium", "high")
@@ -53,13 +53,13 @@ def parse_row(row: object, layout: str = "auto", fields: Fields = Fields()) -> C
     if layout == "auto":
         layout = detect_layout(row, fields)
     if layout == "messages":
-        chat = _messages_layout(row, fields)
+        chat, places = _messages_layout(row, fields)
     elif layout == "multilingual_thinking":
-        chat = _multilingual_thinking_layout(row)
+        chat, places = _multilingual_thinking_layout(row)
     else:
-        chat = _prompt_completion_layout(row, fields)
+        chat, places = _prompt_completion_layout(row, fields)
     chat.tools = _tools(row.get(fields.tools), fields.tools)
-    effort = row.get(fields.reasoning_effort)
+    effort = _optional(row, fields.reasoning_effort)
     if effort is not None and effort not in EFFORTS:
         raise RowError(fields.reasoning_effort, f"expected one of {', '.join(EFFORTS)}, got {effort!r}")
     chat.reasoning_effort = effort
@@ -68,7 +68,7 @@ def parse_row(row: object, layout: str = "auto", fields: Fields = Fields()) -> C
         "multilingual_thinking": "final",
         "prompt_completion": fields.completion,
     }
-    _check_turns(chat.messages, answer_field[layout])
+    _check_turns(chat.messages, places, answer_field[layout])
     return chat
 
 
@@ -86,11 +86,12 @@ def detect_layout(row: dict, fields: Fields) -> str:
     )
 
 
-def _messages_layout(row: dict, fields: Fields) -> ChatRow:
+def _messages_layout(row: dict, fields: Fields) -> tuple[ChatRow, list[str]]:
     messages = _json_if_text(row.get(fields.messages), fields.messages)
     if not isinstance(messages, list) or not messages:
         raise RowError(fields.messages, "expected a non-empty list of messages")
-    return ChatRow([_message(m, f"{fields.messages}[{i}]", fields) for i, m in enumerate(messages)])
+    places = [f"{fields.messages}[{i}]" for i in range(len(messages))]
+    return ChatRow([_message(m, place, fields) for m, place in zip(messages, places)]), places
 
 
 def _message(message: object, where: str, fields: Fields) -> dict:
@@ -106,6 +107,8 @@ def _message(message: object, where: str, fields: Fields) -> dict:
         name = message.get("name")
         if name is not None and not (isinstance(name, str) and name):
             raise RowError(f"{where}.name", "expected the called function's name")
+        if name is not None:
+            _unicode(name, f"{where}.name")
         return {"role": "tool", "name": name, "content": content, "tool_call_id": message.get("tool_call_id")}
     if role == "assistant":
         return _assistant(message, where, fields)
@@ -114,11 +117,17 @@ def _message(message: object, where: str, fields: Fields) -> dict:
 
 def _assistant(message: dict, where: str, fields: Fields) -> dict:
     content = message.get("content")
-    content = None if content in (None, "") else _text(content, f"{where}.content")
+    # No content is None, "" or [] (no content parts): an assistant may only think or call tools.
+    content = None if content is None else _text(content, f"{where}.content", allow_empty=True) or None
     thinking = message.get(fields.thinking)
     if thinking is not None and not isinstance(thinking, str):
         raise RowError(f"{where}.{fields.thinking}", f"expected text, got {type(thinking).__name__}")
-    calls = [_tool_call(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(message.get("tool_calls") or [])]
+    if thinking:
+        _unicode(thinking, f"{where}.{fields.thinking}")
+    calls = message.get("tool_calls")
+    if calls is not None and not isinstance(calls, list):
+        raise RowError(f"{where}.tool_calls", f"expected a list of tool calls, got {type(calls).__name__}")
+    calls = [_tool_call(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(calls or [])]
     if content is None and not thinking and not calls:
         raise RowError(where, f"an assistant message needs content, {fields.thinking} or tool_calls")
     return {"role": "assistant", "content": content, "thinking": thinking or None, "tool_calls": calls}
@@ -127,30 +136,38 @@ def _assistant(message: dict, where: str, fields: Fields) -> dict:
 def _tool_call(call: object, where: str) -> dict:
     if not isinstance(call, dict):
         raise RowError(where, "expected an object with a function name and arguments")
-    function = call.get("function", call)  # OpenAI nests {"function": {...}}; some datasets do not
+    # OpenAI nests {"function": {...}}; some datasets do not. A table (parquet) that holds both
+    # shapes stores the missing one as null, so null counts as absent, here and for the arguments.
+    function = call.get("function")
+    if function is None:
+        function = call
     name = function.get("name") if isinstance(function, dict) else None
     if not isinstance(name, str) or not name:
         raise RowError(f"{where}.function.name", "expected the function's name")
-    arguments = function.get("arguments", {})
-    if isinstance(arguments, str):
-        try:
-            json.loads(arguments)
-        except json.JSONDecodeError as exc:
-            raise RowError(f"{where}.function.arguments", f"not valid JSON ({exc.msg}): {arguments[:60]!r}") from exc
-    elif isinstance(arguments, dict):
-        arguments = json.dumps(arguments, ensure_ascii=False)
+    _unicode(name, f"{where}.function.name")
+    field = f"{where}.function.arguments"
+    arguments = function.get("arguments")
+    if arguments is None:
+        arguments = {}
+    if isinstance(arguments, dict):
+        arguments = _json_text(arguments, field)
+    elif isinstance(arguments, str):
+        _unicode(arguments, field)
+        parsed = _json_if_text(arguments, field, always=True)
+        if not isinstance(parsed, dict):
+            raise RowError(field, f"expected a JSON object, got {_json_kind(parsed)}: {arguments[:60]!r}")
+        # An escaped "\ud800" reads back as a lone surrogate, and the template mode renders the parsed value.
+        _json_text(parsed, field)
     else:
-        raise RowError(
-            f"{where}.function.arguments", f"expected a JSON object or its text, got {type(arguments).__name__}"
-        )
+        raise RowError(field, f"expected a JSON object or its text, got {type(arguments).__name__}")
     return {"name": name, "arguments": arguments, "id": call.get("id")}
 
 
-def _multilingual_thinking_layout(row: dict) -> ChatRow:
+def _multilingual_thinking_layout(row: dict) -> tuple[ChatRow, list[str]]:
     # The same chat as the dataset's own `messages` column: its system message is
     # "reasoning language: X\n\n<developer>".
-    language = row.get("reasoning_language")
-    developer = row.get("developer")
+    language = _optional(row, "reasoning_language")
+    developer = _optional(row, "developer")
     instructions = []
     if language is not None:
         instructions.append(f"reasoning language: {_text(language, 'reasoning_language')}")
@@ -159,6 +176,8 @@ def _multilingual_thinking_layout(row: dict) -> ChatRow:
     analysis = row.get("analysis")
     if analysis is not None and not isinstance(analysis, str):
         raise RowError("analysis", f"expected text, got {type(analysis).__name__}")
+    if analysis:
+        _unicode(analysis, "analysis")
     messages = [{"role": "developer", "content": "\n\n".join(instructions)}] if instructions else []
     messages += [
         {"role": "user", "content": _text(row.get("user"), "user")},
@@ -169,40 +188,46 @@ def _multilingual_thinking_layout(row: dict) -> ChatRow:
             "tool_calls": [],
         },
     ]
-    return ChatRow(messages)
+    columns = (["developer"] if instructions else []) + ["user", "final"]
+    return ChatRow(messages), columns
 
 
-def _prompt_completion_layout(row: dict, fields: Fields) -> ChatRow:
+def _prompt_completion_layout(row: dict, fields: Fields) -> tuple[ChatRow, list[str]]:
     prompt, completion = row.get(fields.prompt), row.get(fields.completion)
     if isinstance(prompt, list):
-        messages = [_message(m, f"{fields.prompt}[{i}]", fields) for i, m in enumerate(prompt)]
+        places = [f"{fields.prompt}[{i}]" for i in range(len(prompt))]
+        messages = [_message(m, place, fields) for m, place in zip(prompt, places)]
     else:
+        places = [fields.prompt]
         messages = [{"role": "user", "content": _text(prompt, fields.prompt)}]
     if isinstance(completion, list):
         answer = [_message(m, f"{fields.completion}[{i}]", fields) for i, m in enumerate(completion)]
         if any(m["role"] != "assistant" for m in answer):
             raise RowError(fields.completion, "a completion holds assistant messages only")
         messages += answer
+        places += [f"{fields.completion}[{i}]" for i in range(len(answer))]
     else:
         messages.append(
             {"role": "assistant", "content": _text(completion, fields.completion), "thinking": None, "tool_calls": []}
         )
-    return ChatRow(messages)
+        places.append(fields.completion)
+    return ChatRow(messages), places
 
 
-def _check_turns(messages: list[dict], field: str) -> None:
-    """Instructions first, an assistant to learn from, and every tool result answering a call."""
+def _check_turns(messages: list[dict], places: list[str], field: str) -> None:
+    """Instructions first, an assistant to learn from, and every tool result answering a call.
+    `places` names each message's field in the row; `field`, the one that should hold an answer."""
     pending: list[dict] = []
     started = False
-    for index, message in enumerate(messages):
+    for message, place in zip(messages, places):
         role = message["role"]
         if role == "developer" and started:
-            raise RowError(f"{field}[{index}]", "a system / developer message must come before the conversation")
+            raise RowError(place, "a system / developer message must come before the conversation")
         started = started or role != "developer"
         if role == "assistant":
             pending = list(message["tool_calls"]) or pending
         elif role == "tool":
-            message["name"] = _answered_call(message, pending, f"{field}[{index}]")
+            message["name"] = _answered_call(message, pending, place)
         elif role == "user":
             pending = []
     if not any(m["role"] == "assistant" for m in messages):
@@ -230,24 +255,67 @@ def _answered_call(message: dict, pending: list[dict], where: str) -> str:
 
 def _tools(value: object, field: str) -> list[dict] | None:
     value = _json_if_text(value, field)
-    if value is None or value == []:
+    if value in (None, "", []):  # "": an empty csv cell
         return None
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
         raise RowError(field, "expected a list of function definitions (JSON schema)")
+    _json_text(value, field)
     try:
-        parse_function_tools(value)
+        # Rendered here, not only parsed: a default the section cannot print (NaN, an integer
+        # beyond a float) or a schema nested past Python's recursion limit is this row's fault.
+        function_tools_section(value)
     except ValueError as exc:
         raise RowError(field, str(exc)) from exc
+    except RecursionError:
+        raise RowError(field, "a parameter schema nested too deeply to render") from None
     return value
 
 
-def _json_if_text(value: object, field: str) -> object:
+def _optional(row: dict, key: str) -> object:
+    """An optional column: null, absent and "" (an empty csv cell) all mean not given."""
+    value = row.get(key)
+    return None if value == "" else value
+
+
+def _json_if_text(value: object, field: str, always: bool = False) -> object:
     """csv and some parquet files store nested fields as JSON text."""
-    if isinstance(value, str) and value[:1] in "[{":
+    if isinstance(value, str) and (always or value[:1] in ("[", "{")):
         try:
             return json.loads(value)
         except json.JSONDecodeError as exc:
+            if always:
+                raise RowError(field, f"not valid JSON ({exc.msg}): {value[:60]!r}") from exc
             raise RowError(field, f"looks like JSON but does not parse ({exc.msg})") from exc
+        except (ValueError, RecursionError) as exc:  # an integer of over 4,300 digits; nesting past the stack
+            raise RowError(field, f"JSON too large to read ({type(exc).__name__}: {str(exc)[:80]})") from exc
+    return value
+
+
+def _json_text(value: object, field: str) -> str:
+    """`value` as JSON text, checked to be valid Unicode (the tokenizer takes nothing else)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError) as exc:
+        raise RowError(field, f"cannot be written as JSON ({type(exc).__name__})") from exc
+    return _unicode(text, field, position=False)  # a place in our JSON text would mean nothing to the user
+
+
+def _json_kind(value: object) -> str:
+    kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _unicode(value: str, field: str, position: bool = True) -> str:
+    """JSON's \\ud800 escapes can put a lone UTF-16 surrogate in a string; no tokenizer takes one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        where = f" at character {exc.start}" if position else ""
+        raise RowError(
+            field,
+            f"not valid Unicode: a lone surrogate {value[exc.start]!r}{where} "
+            "(a \\ud800-\\udfff escape in JSON must be one of a high-low pair)",
+        ) from None
     return value
 
 
@@ -262,4 +330,4 @@ def _text(value: object, field: str, allow_empty: bool = False) -> str:
         raise RowError(field, f"expected text, got {type(value).__name__}")
     if not value and not allow_empty:
         raise RowError(field, "empty")
-    return value
+    return _unicode(value, field)

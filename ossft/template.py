@@ -11,6 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from jinja2 import TemplateError
+
+from ossft.errors import UserError
+
 # Supplementary Private Use Area-A: 65,534 code points no tokenizer gives meaning to.
 _PRIVATE_USE = range(0xF0000, 0xFFFFE)
 
@@ -76,6 +80,11 @@ class TemplateRenderer:
     """Render template jobs and tokenize them with the tokenizer's own ids for every text run."""
 
     def __init__(self, tokenizer):
+        if not getattr(tokenizer, "chat_template", None):
+            raise UserError(
+                "data.chat_format: template renders with the tokenizer's chat template, and this tokenizer has "
+                "none. Use data.chat_format: harmony, or a tokenizer (model.tokenizer) that has one."
+            )
         self.tokenizer = tokenizer
         decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
         self.specials = sorted({t.content for t in decoder.values() if t.special} | set(tokenizer.all_special_tokens))
@@ -84,9 +93,17 @@ class TemplateRenderer:
     def render(self, job: dict) -> tuple[str, Guarded]:
         guarded = guard(job, self.specials)
         kwargs = {k: v for k, v in guarded.value.items() if k != "messages"}
-        text = self.tokenizer.apply_chat_template(
-            guarded.value["messages"], tokenize=False, add_generation_prompt=False, **kwargs
-        )
+        try:
+            text = self.tokenizer.apply_chat_template(
+                guarded.value["messages"], tokenize=False, add_generation_prompt=False, **kwargs
+            )
+        except TemplateError:
+            raise
+        except Exception as exc:
+            # The template is the model repository's code run on this row's values: where it fails
+            # (gpt-oss's adds a tool parameter's description to a string, so a number raises
+            # TypeError), the row is refused, as by the template's own raise_exception.
+            raise TemplateError(f"{type(exc).__name__}: {exc}") from exc
         return text, guarded
 
     def ids(self, job: dict) -> list[int]:

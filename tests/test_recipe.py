@@ -47,7 +47,7 @@ def test_validate_prints_resolved_recipe_that_reloads_identically(cli, tmp_path,
     assert result.exit_code == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert resolved["train"]["weight_decay"] == 0.0 and resolved["model"]["trust_remote_code"] is False
-    assert set(resolved) == {"model", "lora", "data", "train", "output", "launch"}
+    assert set(resolved) == {"model", "lora", "data", "train", "output", "guards", "launch"}
     copy = tmp_path / "resolved.yaml"
     copy.write_text(result.stdout)
     assert load_recipe(copy) == quickstart_recipe
