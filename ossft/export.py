@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from ossft import mxfp4
 from ossft.errors import UserError
+from ossft.files import staged_folder
 from ossft.shards import (
     DEFAULT_MAX_SHARD_SIZE,
     TOKENIZER_FILES,
@@ -102,8 +102,7 @@ def export_mxfp4(
 
     n_shards = sources[-1].shard + 1
     names = shard_names(n_shards)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staging:
         written: dict[str, str] = {}
         weight_map: dict[str, str] = {}
         errors: dict[str, float] = {}
@@ -142,11 +141,6 @@ def export_mxfp4(
                 copied.append(name)
         verify_model_folder(staging, written)
         _usual_permissions(staging)
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return ExportReport(
         out_dir=out_dir,
         shards=names,

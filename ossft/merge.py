@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from ossft import mxfp4
 from ossft.errors import UserError
+from ossft.files import staged_folder
 from ossft.shards import (
     DEFAULT_MAX_SHARD_SIZE,
     TOKENIZER_FILES,
@@ -153,8 +153,7 @@ def merge_lora(
     total = sum(t.nbytes for t in plan)
     ensure_room(out_dir, total, "the merged model")
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staging:
         written, done = {}, 0
         with _Reader(headers) as reader:
             for file, tensors in _shard_names(shards).items():
@@ -171,11 +170,6 @@ def merge_lora(
         _write_config(config, staging, dtype)
         _copy_side_files(adapter_dir, base_dir, staging)
         verify_model_folder(staging, written)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     merged = [t.name for t in plan if t.name in deltas]
     return MergeReport(out_dir, len(shards), len(plan), merged, time.perf_counter() - start)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import re
 import shutil
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ossft.errors import UserError
+from ossft.files import staged_folder
 from ossft.sharded_save import (
     MODEL_FOLDER,
     TensorInfo,
@@ -143,8 +143,7 @@ def merge_shards(
     ensure_room(out_dir, total, "the LoRA adapter" if adapter else "the merged model")
     dtype_name = _main_dtype(plan)
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staging:
         written = _write_files(save / MODEL_FOLDER, staging, files, total, on_progress)
         tokenizer_from = _copy_tokenizer(run, staging)
         if adapter:
@@ -155,11 +154,6 @@ def merge_shards(
             _write_model_config(config, architecture, dtype_name, staging)
             _copy_generation_config(run, staging)
             verify_model_folder(staging, written)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     seconds = time.perf_counter() - start
     return MergeShardsReport(out_dir, save, adapter, len(plan), len(files), total, dtype_name, tokenizer_from, seconds)
 
