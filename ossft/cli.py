@@ -197,6 +197,44 @@ def _status(line: str) -> None:
         console.print(f"[cyan]ossft[/] {line}")
 
 
+@app.command()
+@user_errors
+def plan(
+    recipe: RecipeArg,
+    gpus: Annotated[int | None, typer.Option(min=1, help="GPUs per node (default: the recipe's).")] = None,
+    nodes: Annotated[int | None, typer.Option(min=1, help="Nodes (default: the recipe's).")] = None,
+    gpu_memory: Annotated[float, typer.Option(min=1, help="Memory of one GPU, GiB (H100: 80, H200: 141).")] = 80,
+    set_: SetOpt = None,
+):
+    """Estimate the memory per GPU and the disk a recipe needs, and what to change if it won't fit.
+
+    Example: ossft plan recipes/gpt-oss-20b-full-8gpu.yaml --gpus 4 --gpu-memory 80
+    """
+    from rich.table import Table
+
+    from ossft import plan as planner
+    from ossft.recipe import load_recipe
+
+    resolved = load_recipe(recipe, set_ or [])
+    per_node = gpus or (resolved.launch.num_processes or 1) // resolved.launch.num_machines
+    layout = planner.layout_for(resolved, per_node, nodes or resolved.launch.num_machines)
+    estimate = planner.estimate(resolved, layout)
+    title = f"ossft plan: {recipe.name} on {layout.gpus} GPU(s), per GPU"
+    table = Table(title=title, show_header=False, title_justify="left")
+    for label, value in planner.describe(estimate):
+        table.add_row(label, value)
+    checkpoint, final = planner.checkpoint_bytes(resolved, layout)
+    table.add_row("disk: one checkpoint", f"{checkpoint / planner.GIB:,.1f} GiB")
+    table.add_row("disk: final save", f"{final / planner.GIB:,.1f} GiB")
+    console.print(table)
+    if planner.fits(estimate, gpu_memory):
+        console.print(f"[green]fits[/] on {gpu_memory:g} GiB GPUs (estimate, reserved memory per GPU).")
+        return
+    console.print(f"[red]does not fit[/] on {gpu_memory:g} GiB GPUs. Try:")
+    for idea in planner.suggestions(resolved, layout, estimate, gpu_memory):
+        console.print(f"  - {idea}", highlight=False)
+
+
 @app.command("inspect-data")
 @user_errors
 def inspect_data(

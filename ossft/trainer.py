@@ -213,9 +213,28 @@ def planned_steps(trainer) -> int:
     return math.ceil(len(trainer.train_dataset) / per_step) * math.ceil(args.num_train_epochs)
 
 
+def warn_if_too_big(recipe, trainer, on_status) -> None:
+    """`ossft plan`'s estimate against the GPU actually here; a warning, not a refusal: the estimate
+    is within ~15% of published figures, not exact."""
+    import torch
+
+    from ossft import plan
+
+    if not torch.cuda.is_available():
+        return
+    try:
+        layout = plan.layout_for(recipe, trainer.accelerator.num_processes, 1)
+        warning = plan.memory_warning(recipe, layout, torch.cuda.get_device_properties(0).total_memory)
+    except UserError:
+        return  # a model whose shape the planner cannot read: nothing to compare
+    if warning:
+        on_status(f"[yellow]{warning}[/]")
+
+
 def run_training(recipe, on_status=print, check_disk: bool = True, data_progress=None) -> TrainingRun:
     trainer, prepared, trainable, total = prepare_trainer(recipe, on_status, data_progress)
     output = Path(recipe.output.dir)
+    warn_if_too_big(recipe, trainer, on_status)
     if check_disk:
         plan = disk.plan_disk(trainer, planned_steps(trainer))
         disk.check_disk(plan, output)  # every rank: on nodes without a shared disk each has its own

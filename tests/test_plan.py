@@ -1,0 +1,80 @@
+"""`ossft plan`: parameter counts exact, the memory estimate checked against published figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from ossft import plan
+from ossft.model import apply_lora, load_model, parameter_counts
+from ossft.recipe import load_recipe
+from tests.conftest import REPO
+
+
+def test_released_models_have_their_published_parameter_counts():
+    # OpenAI's model card: 20.9B and 116.8B parameters.
+    assert plan.model_shape("openai/gpt-oss-20b").total_params == 20_914_757_184
+    assert plan.model_shape("openai/gpt-oss-120b").total_params == 116_829_156_672
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["lora.experts=[1]"], ["lora.experts=none", "lora.r=4"], ["lora.experts_r=2"], ["lora=null"]],
+    ids=["experts-all", "experts-of-layer-1", "attention-only", "experts-rank-2", "full"],
+)
+def test_counts_equal_the_real_model(tiny_model_dir, overrides):
+    recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", [f"model.base_model={tiny_model_dir}", *overrides])
+    shape = plan.model_shape(str(tiny_model_dir))
+    trainable, total = parameter_counts(apply_lora(load_model(recipe), recipe))
+    adapter = trainable if recipe.lora is not None else 0  # the PEFT model's count includes the adapter
+    assert (plan.trainable_params(shape, recipe), shape.total_params + adapter) == (trainable, total)
+
+
+def test_estimates_against_axolotls_published_figures():
+    # Axolotl's examples/gpt-oss README (device_mem_reserved, GiB per GPU), with the settings of the
+    # YAML each figure comes from; within 25% each, and pinned so that a change shows up here.
+    table = {name: (published, round(estimate, 1)) for name, published, estimate in plan.calibration()}
+    assert table == {
+        "20b LoRA, 1 GPU": (44, 45.4),
+        "20b full, FSDP2 offload, 2 GPUs": (21, 18.3),
+        "20b full, FSDP2, 8 GPUs": (36, 30.9),
+        "20b full, FSDP2, 4 GPUs": (46, 47.0),
+        "120b full, FSDP2 offload, 8 GPUs": (49, 47.5),
+    }
+    for published, estimate in table.values():
+        assert abs(estimate / published - 1) <= 0.25
+
+
+def test_layouts_come_from_the_accelerate_configs():
+    def layout(name, *extra):
+        return plan.layout_for(load_recipe(REPO / "recipes" / f"{name}.yaml", list(extra)))
+
+    assert layout("gpt-oss-20b-lora-1gpu") == plan.Layout(1, False, False, False, False)
+    assert layout("gpt-oss-20b-lora-2gpu") == plan.Layout(2, False, False, False, False)
+    assert layout("gpt-oss-20b-full-8gpu") == plan.Layout(8, True, False, False, False)
+    assert layout("gpt-oss-20b-full-offload-2gpu") == plan.Layout(2, True, True, True, False)
+    assert layout("gpt-oss-120b-lora-8gpu") == plan.Layout(8, True, False, False, True)
+    assert layout("gpt-oss-120b-full-4node-h200") == plan.Layout(32, True, False, False, False)
+    assert layout("gpt-oss-120b-lora-8gpu", "launch.accelerate_config=zero3-offload") == plan.Layout(
+        8, True, True, True, True
+    )
+
+
+def test_plan_says_what_to_change_when_it_does_not_fit(cli):
+    recipe = REPO / "recipes" / "gpt-oss-20b-lora-1gpu.yaml"
+    fits = cli("plan", recipe)
+    assert fits.exit_code == 0, fits.output
+    assert "fits on 80 GiB GPUs" in fits.stdout and "weights" in fits.stdout and "39.0 GiB" in fits.stdout
+    small = cli("plan", recipe, "--gpu-memory", "48")
+    text = " ".join(small.stdout.split())
+    assert small.exit_code == 0 and "does not fit on 48 GiB GPUs" in text
+    assert "shard the weights over several GPUs: launch.accelerate_config: zero3" in text
+    assert "fewer tokens per micro-step: train.max_length (now 2048)" in text
+
+
+def test_train_warning_only_when_the_estimate_does_not_fit():
+    recipe = load_recipe(REPO / "recipes" / "gpt-oss-20b-full-8gpu.yaml")
+    layout = plan.layout_for(recipe)
+    assert plan.memory_warning(recipe, layout, 80 * plan.GIB) is None
+    warning = plan.memory_warning(recipe, layout, 24 * plan.GIB)
+    assert warning.startswith("this run may not fit: ossft plan estimates ")
+    assert "the GPU has 24.0 GiB" in warning and "more GPUs to shard over: --gpus 16" in warning
