@@ -253,3 +253,13 @@ def test_dump_is_plain_yaml(quickstart_recipe):
     text = dump_recipe(quickstart_recipe)
     assert "!!python" not in text  # enums and paths dumped as plain values
     assert yaml.safe_load(text)["train"]["lr_scheduler_type"] == "cosine"
+
+
+def test_no_is_a_word_not_false(tmp_path):
+    # YAML 1.1 reads no / yes / on / off as booleans; Hugging Face spells "save nothing" `no`.
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text((REPO / "recipes" / "quickstart.yaml").read_text() + "\n")
+    resolved = load_recipe(recipe, ["train.save_strategy=no", "train.eval_strategy=no", "train.bf16=false"])
+    assert str(getattr(resolved.train.save_strategy, "value", resolved.train.save_strategy)) == "no"
+    assert str(getattr(resolved.train.eval_strategy, "value", resolved.train.eval_strategy)) == "no"
+    assert resolved.train.bf16 is False
