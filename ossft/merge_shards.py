@@ -91,7 +91,7 @@ class _Run:
 
     save: Path
     run_dir: Path
-    recipe: object | None  # the run's recipe.yaml, loaded, when there is one
+    recipe: dict | None  # the run's recipe.yaml as plain data, when there is one
     base_name: str | None  # --base, or the recipe's model.base_model
     base_dir: Path | None
 
@@ -99,7 +99,7 @@ class _Run:
         return list(dict.fromkeys(p for p in (self.save, self.run_dir, self.base_dir) if p is not None))
 
     def tokenizer_folders(self) -> list[Path]:
-        tokenizer = getattr(getattr(self.recipe, "model", None), "tokenizer", None)
+        tokenizer = ((self.recipe or {}).get("model") or {}).get("tokenizer")
         chosen = local_model_folder(tokenizer) if tokenizer else None
         return list(dict.fromkeys(p for p in (self.save, self.run_dir, chosen, self.base_dir) if p is not None))
 
@@ -181,15 +181,27 @@ def _torch_dtype(dtype: str | None):
 
 
 def _gather_run(save: Path, base: str | None) -> _Run:
-    from ossft.recipe import load_recipe
-
     run_dir = run_folder(save)
-    recipe = load_recipe(run_dir / RECIPE_COPY) if (run_dir / RECIPE_COPY).is_file() else None
-    base_name = base if base is not None else (recipe.model.base_model if recipe is not None else None)
+    recipe = _recipe_data(run_dir / RECIPE_COPY) if (run_dir / RECIPE_COPY).is_file() else None
+    base_name = base if base is not None else ((recipe or {}).get("model") or {}).get("base_model")
     base_dir = local_model_folder(base_name) if base_name else None
     if base is not None and (base_dir is None or not (base_dir / "config.json").is_file()):
         raise UserError(f"--base {base}: no model folder with a config.json there, nor a Hub id in the local cache.")
     return _Run(save, run_dir, recipe, base_name, base_dir)
+
+
+def _recipe_data(path: Path) -> dict | None:
+    """The recipe copy as plain YAML: validating it would import TRL (seconds) for two of its keys;
+    it is validated only when the adapter's settings must be rebuilt from it (_lora_config)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"{path}: not readable YAML ({exc}). Repair it, or pass the base model with --base PATH."
+        ) from exc
+    return data if isinstance(data, dict) else None
 
 
 def _base_config(run: _Run) -> tuple[dict, Path]:
@@ -237,7 +249,7 @@ def _lora_config(run: _Run, config: dict):
     for folder in (run.save, run.run_dir):
         if (folder / ADAPTER_CONFIG).is_file():
             return LoraConfig.from_pretrained(str(folder))
-    if run.recipe is None or run.recipe.lora is None:
+    if run.recipe is None or not run.recipe.get("lora"):
         what = f"no {RECIPE_COPY}" if run.recipe is None else f"a {RECIPE_COPY} with no lora: section"
         raise UserError(
             f"{run.save / MODEL_FOLDER} holds LoRA tensors, but there is no {ADAPTER_CONFIG} beside it and "
@@ -245,8 +257,10 @@ def _lora_config(run: _Run, config: dict):
             f"(or its recipe.yaml) in {run.run_dir}."
         )
     from ossft.model import lora_config
+    from ossft.recipe import load_recipe
 
-    lora = lora_config(run.recipe, config["num_hidden_layers"])  # exactly what training wrapped the model with
+    recipe = load_recipe(run.run_dir / RECIPE_COPY)
+    lora = lora_config(recipe, config["num_hidden_layers"])  # exactly what training wrapped the model with
     lora.base_model_name_or_path = run.base_name
     return lora
 

@@ -1,0 +1,54 @@
+"""scripts/bench/merge_shards.py runs end to end on a tiny FSDP2 checkpoint (no timing asserted)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+SCRIPT = REPO / "scripts" / "bench" / "merge_shards.py"
+NUMBER = r"\d+(?:\.\d+)?"
+
+
+def test_benchmark_runs_both_tools_and_their_outputs_match(tmp_path):
+    markdown = tmp_path / "bench.md"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--write-benchmarks", str(markdown)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = done.stdout
+
+    rows = {
+        "ossft": r"`ossft merge-shards RUN --out A`",
+        "accelerate": r"`accelerate merge-weights RUN/pytorch_model_fsdp_0 B`",
+    }
+    for name, command in rows.items():
+        match = re.search(rf"^\| {name} \| {command} \| ({NUMBER}) \| ({NUMBER}) \| (\d+) \|$", out, re.M)
+        assert match, f"no result row for {name} in:\n{out}"
+        seconds, per_s, peak_mib = match.groups()
+        assert float(seconds) > 0 and float(per_s) > 0 and int(peak_mib) > 50  # python + torch alone is more
+    # Both merged folders hold exactly the checkpoint's tensors, equal to each other and to the model saved.
+    saved = re.search(r"2 \.distcp files, [\d,]+ bytes on disk, (\d+) tensors of", out)
+    equal = re.search(r"^- outputs: equal: the same (\d+) tensors, byte for byte", out, re.M)
+    assert saved and equal and saved[1] == equal[1], out
+    assert re.search(rf"^- ossft / accelerate: peak RSS \*\*{NUMBER}\*\* .* MB/s \*\*{NUMBER}x\*\*", out, re.M)
+    assert "failed" not in out
+    assert "--tiny --write-benchmarks" in out
+
+    assert markdown.read_text(encoding="utf-8") == out.rstrip("\n") + "\n"
+
+
+def test_bad_flag_is_refused():
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--repeat", "0"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "--repeat must be at least 1" in done.stderr
