@@ -104,10 +104,17 @@ def trl_worker(model_dir: Path, out: Path, steps: int) -> list[float]:
         report_to="none",
         bf16=False,
         dataloader_pin_memory=False,
+        # the recipe's choice (the quickstart turns it off); TRL's own default would be on
+        activation_checkpointing=bool(t.activation_checkpointing),
+        gradient_checkpointing=None,
         seed=t.seed,
     )
     set_seed(t.seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32", attn_implementation="eager")
+    # use_cache=False as the OpenAI cookbook loads it for training (and as ossft does): with the KV
+    # cache on, every training forward also builds a cache nobody reads.
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype="float32", attn_implementation="eager", use_cache=False
+    )
     lora = recipe.lora
     config = LoraConfig(
         r=lora.r,
