@@ -497,6 +497,10 @@ def write_rows(path: Path, rows: list[Row]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        # Every row with every column: from_pylist takes its columns from the first row alone, and
+        # would silently drop a field only later rows have (a bad `tools` with it).
+        columns = sorted({key for value in values for key in value})
+        values = [{c: value.get(c) for c in columns} for value in values]
         try:
             table = pa.Table.from_pylist(values)  # nested structs, as Hugging Face datasets store chats
         except (pa.ArrowException, OverflowError, UnicodeEncodeError):  # mixed types, surrogates: JSON text
