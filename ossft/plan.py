@@ -329,47 +329,29 @@ def _axolotl_workload(shape: Shape, trainable: int, optimizer_bytes: float) -> W
     )
 
 
+# (setting, published GiB per GPU, model, LoRA on the attention projections?, optimizer bytes per
+# trainable parameter, GPUs, offload); all FSDP2-sharded but the single-GPU LoRA.
+AXOLOTL_FIGURES = [
+    ("20b LoRA, 1 GPU", 44, "openai/gpt-oss-20b", True, 2, 1, False),  # r=8 q/k/v/o, adamw_torch_8bit, 1x 48 GB
+    ("20b full, FSDP2 offload, 2 GPUs", 21, "openai/gpt-oss-20b", False, 4, 2, True),  # adamw_torch_fused, 2x 24 GB
+    ("20b full, FSDP2, 8 GPUs", 36, "openai/gpt-oss-20b", False, 2, 8, False),  # adamw_torch_8bit, 8x 48 GB
+    ("20b full, FSDP2, 4 GPUs", 46, "openai/gpt-oss-20b", False, 2, 4, False),  # the same YAML on 4x 80 GB
+    ("120b full, FSDP2 offload, 8 GPUs", 49, "openai/gpt-oss-120b", False, 4, 8, True),  # bf16 copy, 8x 80 GB
+]
+
+
 def calibration() -> list[tuple[str, float, float]]:
     """(setting, published GiB per GPU, ossft plan's estimate GiB) for Axolotl's five figures."""
-    s20, s120 = model_shape("openai/gpt-oss-20b"), model_shape("openai/gpt-oss-120b")
-    q, kv = s20.heads * s20.head_dim, s20.kv_heads * s20.head_dim
-    attention_lora = s20.layers * 8 * ((s20.hidden + q) + 2 * (s20.hidden + kv) + (q + s20.hidden))
-    cases = [
-        # LoRA r=8 on q/k/v/o, adamw_torch_8bit, 1x 48 GB
-        ("20b LoRA, 1 GPU", 44, s20, _axolotl_workload(s20, attention_lora, 2), Layout(1, False, False, False, False)),
-        # full fine-tune, FSDP2 with offload_params, adamw_torch_fused, 2x 24 GB
-        (
-            "20b full, FSDP2 offload, 2 GPUs",
-            21,
-            s20,
-            _axolotl_workload(s20, s20.total_params, 4),
-            Layout(2, True, True, True, False),
-        ),
-        # full fine-tune, FSDP2, adamw_torch_8bit, 8x 48 GB and 4x 80 GB (one YAML)
-        (
-            "20b full, FSDP2, 8 GPUs",
-            36,
-            s20,
-            _axolotl_workload(s20, s20.total_params, 2),
-            Layout(8, True, False, False, False),
-        ),
-        (
-            "20b full, FSDP2, 4 GPUs",
-            46,
-            s20,
-            _axolotl_workload(s20, s20.total_params, 2),
-            Layout(4, True, False, False, False),
-        ),
-        # full fine-tune of a bf16 copy, FSDP2 with offload_params, adamw_torch_fused, 8x 80 GB
-        (
-            "120b full, FSDP2 offload, 8 GPUs",
-            49,
-            s120,
-            _axolotl_workload(s120, s120.total_params, 4),
-            Layout(8, True, True, True, False),
-        ),
-    ]
-    return [
-        (name, published, estimate_workload(shape, w, layout).reserved / GIB)
-        for name, published, shape, w, layout in cases
-    ]
+    from types import SimpleNamespace
+
+    attention_r8 = SimpleNamespace(
+        r=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], experts="none", experts_r=None
+    )
+    rows = []
+    for name, published, model, lora, optimizer_bytes, gpus, offload in AXOLOTL_FIGURES:
+        shape = model_shape(model)
+        trainable = trainable_params(shape, SimpleNamespace(lora=attention_r8)) if lora else shape.total_params
+        layout = Layout(gpus, sharded=gpus > 1, offload_params=offload, offload_optimizer=offload, deepspeed=False)
+        estimate = estimate_workload(shape, _axolotl_workload(shape, trainable, optimizer_bytes), layout)
+        rows.append((name, published, estimate.reserved / GIB))
+    return rows

@@ -430,11 +430,12 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def versions() -> dict[str, str]:
+def versions(packages: tuple[str, ...] = ("torch", "transformers", "trl", "datasets", "tokenizers")) -> dict[str, str]:
+    """Python's and each package's version, then ossft's with its git state (shared by every bench script)."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "trl", "datasets", "tokenizers", "ossft"):
+    for package in (*packages, "ossft"):
         try:
             found[package] = version(package)
         except PackageNotFoundError:

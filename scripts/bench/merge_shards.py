@@ -271,18 +271,9 @@ def compare_outputs(ossft_dirs: list[Path], accelerate_dir: Path, original: Path
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from data_prep import versions as package_versions
 
-    from data_prep import git_state
-
-    found = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "accelerate", "safetensors", "ossft"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    found["ossft"] += f" ({git_state()})"
-    return found
+    return package_versions(("torch", "transformers", "accelerate", "safetensors"))
 
 
 def memory_total() -> str:

@@ -145,7 +145,7 @@ def run_worker(kind: str, folder: Path, steps: int) -> float:
 
 def report(best: dict[str, float], args: argparse.Namespace, command: str) -> str:
     ratio = best["ossft"] / best["trl"]
-    meta = versions()
+    meta = versions(("torch", "transformers", "trl", "peft", "accelerate"))
     lines = [
         f"## Step time: ossft against a bare TRL SFTTrainer ({datetime.date.today().isoformat()})",
         "",
