@@ -203,3 +203,29 @@ def test_quickstart_saves_at_least_every_quarter_of_its_steps():
     examples = 608  # 240 sample rows -> 608 per-turn examples (tests/test_quickstart.py checks this count)
     steps = math.ceil(examples / recipe.train.per_device_train_batch_size) * recipe.train.num_train_epochs
     assert recipe.train.save_steps * 4 <= steps
+
+
+def test_an_explicit_resume_path_must_be_a_complete_checkpoint_of_this_run(tmp_path):
+    from ossft.errors import UserError
+    from ossft.resume import choose_checkpoint, write_marker
+
+    identity = {"base_model": "m", "lora": None, "data": "d1"}
+    good, cut = tmp_path / "checkpoint-4", tmp_path / "checkpoint-8"
+    for folder in (good, cut):
+        folder.mkdir()
+        (folder / "optimizer.pt").write_bytes(b"x" * 100)
+    write_marker(good, 4, identity)
+    write_marker(cut, 8, identity)
+    (cut / "optimizer.pt").write_bytes(b"x" * 60)  # cut short after the marker was written
+    assert choose_checkpoint(str(good), tmp_path, identity, lambda line: None) == good
+    with pytest.raises(UserError, match=r"checkpoint-8 cannot be resumed: optimizer.pt is 60 bytes, 100 written"):
+        choose_checkpoint(str(cut), tmp_path, identity, lambda line: None)
+    with pytest.raises(UserError, match=r"is not a folder"):
+        choose_checkpoint(str(tmp_path / "nowhere"), tmp_path, identity, lambda line: None)
+    with pytest.raises(UserError, match=r"the training data changed"):
+        choose_checkpoint(str(good), tmp_path, {**identity, "data": "d2"}, lambda line: None)
+    # auto: the newest complete one; the damaged newer one is moved aside and reported
+    said: list[str] = []
+    assert choose_checkpoint("auto", tmp_path, identity, said.append) == good
+    assert (tmp_path / "partial-checkpoint-8").is_dir() and "skipped checkpoint-8: optimizer.pt is 60 bytes" in said[0]
+    assert choose_checkpoint("never", tmp_path, identity, said.append) is None
