@@ -23,8 +23,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-console = Console()
-errors = Console(stderr=True)
+# Soft wrap: a message is never broken inside a path or a command, so it can be copied as printed
+# (rich otherwise wraps at 80 columns when the output is not a terminal). Tables still fit the width.
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 
 RecipeArg = Annotated[Path, typer.Argument(help="The YAML recipe.", show_default=False)]
@@ -48,7 +50,7 @@ def user_errors(command):
             if _state["debug"]:
                 raise
             # Escaped: a message quotes the user's data, and a row holding "[/]" is not rich markup.
-            errors.print(f"[bold red]error:[/] {escape(rank_label() + str(exc))}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]error:[/] {escape(rank_label() + str(exc))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
@@ -258,7 +260,7 @@ def inspect_data(
             sys.stdout.write(line + "\n")
         return
     for record in show.example_records(resolved, tokenizer, rows or 3):
-        console.print(f"[bold]── {record['source']} row {record['row']} ({record['tokens']} tokens)[/]", soft_wrap=True)
+        console.print(f"[bold]── {record['source']} row {record['row']} ({record['tokens']} tokens)[/]")
         console.print(show.highlighted(record), highlight=False)
     with count_progress("tokenizing examples") as tick:
         stats = show.full_stats(resolved, tokenizer, on_progress=tick)
@@ -498,14 +500,13 @@ def init(
     choice, defaulted = init_recipe.resolve_choice(given, ask)
     if defaulted:
         used = ", ".join(f"--{name} {getattr(choice, name)}" for name in defaulted)
-        errors.print(f"not a terminal, so nothing was asked; defaults: {used}", highlight=False, soft_wrap=True)
+        errors.print(f"not a terminal, so nothing was asked; defaults: {used}", highlight=False)
     result = init_recipe.write_recipe(choice, force=force)
     for note in result.notes:
-        errors.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        errors.print(f"[yellow]note:[/] {note}", highlight=False)
     layout = init_recipe.layout_words(choice.gpus, choice.nodes)
     console.print(
         f"wrote [bold]{result.path}[/] for gpt-oss-{choice.model}, {choice.method}, {layout} "
         f"(from recipes/{result.template.name}). Next: ossft validate {result.path}",
         highlight=False,
-        soft_wrap=True,
     )

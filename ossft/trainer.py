@@ -261,4 +261,16 @@ def run_training(recipe, on_status=print, check_disk: bool = True, data_progress
     run = TrainingRun(recipe, trainer, prepared, trainable, total, wall, trainer.meter.measure(trainer), replicas)
     if main:
         report.write_run_outputs(run)  # summary.json, loss.png, then README.md over TRL's and PEFT's cards
+    leave_process_group(trainer)
     return run
+
+
+def leave_process_group(trainer) -> None:
+    """Every rank waits for rank 0's report, then the process group is taken down on purpose. A rank
+    that exits with the group still up can abort in gloo's threads at interpreter shutdown ("terminate
+    called without an active exception", SIGABRT: pytorch/pytorch#190489; seen once in CI on a
+    2-process run), which torchrun reports as a failed run although the model was saved. Only on
+    success: taking the group down while another rank is stuck in a collective would hang."""
+    if trainer.accelerator.num_processes > 1:
+        trainer.accelerator.wait_for_everyone()
+        trainer.accelerator.end_training()
