@@ -66,7 +66,10 @@ def test_redaction_rules():
     env = {"WANDB_API_KEY": "0123456789abcdef", "DEBUG_LEVEL": "verbose-mode", "NCCL_TOKEN_X": "short"}
     assert redact("key=0123456789abcdef mode=verbose-mode", env) == f"key={REDACTED} mode=verbose-mode"
     assert redact("a hf_" + "x" * 34 + " b", {}) == f"a {REDACTED} b"
-    data = {"train": {"hub_token": "anything", "eos_token": "<|return|>", "pad_token": None}, "note": ["sk-" + "a" * 24]}
+    data = {
+        "train": {"hub_token": "anything", "eos_token": "<|return|>", "pad_token": None},
+        "note": ["sk-" + "a" * 24],
+    }
     assert without_secrets(data, {}) == {
         "train": {"hub_token": REDACTED, "eos_token": "<|return|>", "pad_token": None},
         "note": [REDACTED],
