@@ -158,7 +158,12 @@ def apply_lora(model, recipe):
     check_target_modules(model, recipe.lora.target_modules)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The following (rank|alpha)_pattern keys did not match")
-        return get_peft_model(model, lora_config(recipe, model.config.num_hidden_layers))
+        model = get_peft_model(model, lora_config(recipe, model.config.num_hidden_layers))
+    if recipe.lora.experts_delta == "routed":
+        from ossft.expert_lora import use_routed_expert_lora
+
+        use_routed_expert_lora(model)
+    return model
 
 
 def parameter_size(parameter) -> int:

@@ -108,7 +108,7 @@ class Workload:
     eager_attention: bool = True  # eager materializes the [heads, seq, seq] scores; flash kernels do not
     full_logits: bool = True  # False: a fused / cut cross-entropy never holds [tokens, vocab]
     routed_experts: bool = True  # False: every token through every expert (transformers' eager experts)
-    expert_lora: bool = False
+    stacked_expert_lora: bool = False  # PEFT's whole-stack delta; the routed one adds only [tokens, r]
 
 
 @dataclass
@@ -171,7 +171,9 @@ def workload_of(recipe, layout: Layout, shape: Shape) -> Workload:
         checkpointing=bool(train.activation_checkpointing or train.gradient_checkpointing),
         eager_attention=recipe.model.attn_implementation == "eager",
         routed_experts=recipe.model.experts_implementation != "eager",
-        expert_lora=recipe.lora is not None and recipe.lora.experts != "none",
+        stacked_expert_lora=recipe.lora is not None
+        and recipe.lora.experts != "none"
+        and recipe.lora.experts_delta == "stacked",
     )
 
 
@@ -224,8 +226,8 @@ def _layer_activations(shape: Shape, w: Workload) -> float:
     through = tokens * (shape.top_k if w.routed_experts else shape.experts)
     # gate_up output (2I), the gated product (I), down output (H): kept for backward, plus their gradients
     experts = 2 * through * (3 * shape.intermediate + shape.hidden) * BF16
-    # PEFT builds the delta of the whole expert stack each forward (trap 5), and its gradient
-    lora_delta = 2 * shape.expert_params * BF16 if w.expert_lora else 0
+    # PEFT's stacked LoRA builds the delta of the whole expert stack each forward (trap 5), and its gradient
+    lora_delta = 2 * shape.expert_params * BF16 if w.stacked_expert_lora else 0
     # Training the experts themselves: their weight gradient exists whole, for experts no token
     # reached too, and autograd holds a second buffer while it accumulates the per-expert parts.
     expert_grads = 2 * shape.expert_params * BF16 if w.trainable == shape.total_params else 0

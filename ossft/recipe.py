@@ -59,6 +59,11 @@ class LoraSection(Section):
         "none", description="LoRA on the expert weights (gate_up_proj, down_proj): all, none, or layer indexes."
     )
     experts_r: int | None = Field(None, ge=1, description="Rank for the experts; defaults to r.")
+    experts_delta: Literal["routed", "stacked"] = Field(
+        "routed",
+        description="How the experts' LoRA is applied: routed, (x·A)·B for each routed token; stacked, PEFT's "
+        "own, which adds A·B to the whole expert stack every forward (slower, more memory; ossft/expert_lora.py).",
+    )
 
     @field_validator("experts", mode="before")
     @classmethod

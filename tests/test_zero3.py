@@ -32,10 +32,8 @@ def test_zero3_lora_on_two_cpu_processes(tiny_model_dir, tmp_path):
     assert any(name.endswith("lora_B.weight") and adapter[name].abs().sum() > 0 for name in adapter)
 
 
-def test_zero3_full_fine_tuning_with_every_tensor_partitioned(tiny_model_dir, tmp_path):
-    # The tiny model's tensors are all below DeepSpeed's default persistence threshold (1e5 elements),
-    # so by default none is split. Threshold 0 splits every one, as on a real model: the save must be
-    # gathered and verified from the gathered weights, not from rank 0's slices.
+def every_tensor_split(tmp_path):
+    """An accelerate config whose DeepSpeed config splits every tensor (persistence threshold 0)."""
     ds = tmp_path / "ds.json"
     ds.write_text(
         json.dumps(
@@ -58,6 +56,14 @@ def test_zero3_full_fine_tuning_with_every_tensor_partitioned(tiny_model_dir, tm
         "distributed_type: DEEPSPEED\nnum_machines: 1\nnum_processes: 2\n"
         f"deepspeed_config:\n  deepspeed_config_file: {ds}\n  zero3_init_flag: true\n"
     )
+    return config
+
+
+def test_zero3_full_fine_tuning_with_every_tensor_partitioned(tiny_model_dir, tmp_path):
+    # The tiny model's tensors are all below DeepSpeed's default persistence threshold (1e5 elements),
+    # so by default none is split. Threshold 0 splits every one, as on a real model: the save must be
+    # gathered and verified from the gathered weights, not from rank 0's slices.
+    config = every_tensor_split(tmp_path)
     out = tmp_path / "out"
     args = recipe_args(tiny_model_dir, out, f"launch.accelerate_config={config}", "lora=null")
     code, log = finish(ossft(*args, "--nproc", "2", "--master-port", free_port()))
@@ -71,3 +77,17 @@ def test_zero3_full_fine_tuning_with_every_tensor_partitioned(tiny_model_dir, tm
     base = load_file(tiny_model_dir / "model.safetensors")
     trained = dict(model.state_dict())
     assert any(not torch.equal(trained[name], base[name]) for name in base)  # the weights moved
+
+
+def test_zero3_routed_expert_lora_with_every_tensor_partitioned(tiny_model_dir, tmp_path):
+    # The routed expert LoRA reads the experts' weights and the lora_A/lora_B factors from the outer PEFT
+    # wrapper's forward, not from the modules that own them: DeepSpeed must gather them all the same.
+    out = tmp_path / "out"
+    config = every_tensor_split(tmp_path)
+    args = recipe_args(tiny_model_dir, out, f"launch.accelerate_config={config}", "lora.experts_delta=routed")
+    code, log = finish(ossft(*args, "--nproc", "2", "--master-port", free_port()))
+    assert code == 0, log[-3000:]
+    assert "saved and read back: 24 tensors of the LoRA adapter" in " ".join(log.split())
+    adapter = load_file(out / "adapter_model.safetensors")
+    experts_b = [name for name in adapter if "experts" in name and name.endswith("lora_B.weight")]
+    assert experts_b and all(adapter[name].abs().sum() > 0 for name in experts_b)  # the experts' LoRA trained

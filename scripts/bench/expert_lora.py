@@ -1,0 +1,231 @@
+"""Benchmark: LoRA on one gpt-oss expert layer, PEFT's stacked delta against ossft's routed one.
+
+One mixture-of-experts block (router and experts) at the real gpt-oss dimensions, random weights, LoRA
+on gate_up_proj and down_proj, random hidden states of --tokens tokens. Each way runs in a fresh
+process (so peak memory is its own): forward and backward, --repeat times after one warm-up.
+
+- stacked: PEFT target_parameters as it is, experts through transformers' grouped_mm; every forward
+  adds s·A·B to the whole [experts, in, out] stack and the backward computes that stack's gradient.
+- routed: the same PEFT model after ossft.expert_lora.use_routed_expert_lora: (x·A)·B per routed token.
+
+Reported: seconds per forward+backward (median), the peak memory it added over the loaded layer (CPU:
+getrusage max RSS; CUDA: max_memory_allocated), and the largest difference between the two ways in the
+layer's output and in every LoRA gradient (same seed, same weights, same input).
+
+    python scripts/bench/expert_lora.py --tokens 512 --markdown BENCHMARKS.md            # CPU, float32
+    python scripts/bench/expert_lora.py --tokens 8192 --dtype bfloat16 --markdown BENCHMARKS.md   # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from data_prep import append_markdown, cpu_model, load_average, usable_cores, versions  # noqa: E402
+
+WAYS = ("stacked", "routed")
+SHAPES = {"20b": 32, "120b": 128}  # experts per layer; hidden and intermediate are 2880 in both
+
+
+def build_layer(args, device: str):
+    """A module holding `mlp` (router + experts), so PEFT's target names are the real ones."""
+    import torch
+    from transformers import GptOssConfig
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssMLP
+
+    config = GptOssConfig(
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden,
+        num_local_experts=args.experts,
+        num_experts_per_tok=4,
+        num_hidden_layers=1,
+        vocab_size=8,
+    )
+    config._experts_implementation = "grouped_mm"  # transformers 5's default, the fair baseline
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlp = GptOssMLP(config)
+
+        def forward(self, hidden_states):
+            return self.mlp(hidden_states)[0]
+
+    torch.manual_seed(0)
+    block = Block().to(device=device, dtype=getattr(torch, args.dtype))
+    with torch.no_grad():
+        for parameter in block.parameters():
+            parameter.normal_(0, 0.02)
+    return block
+
+
+def lora_block(args, way: str, device: str):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from ossft.expert_lora import use_routed_expert_lora
+
+    config = LoraConfig(
+        r=args.r, lora_alpha=2 * args.r, target_modules=[], target_parameters=["gate_up_proj", "down_proj"]
+    )
+    model = get_peft_model(build_layer(args, device), config)
+    with torch.no_grad():  # B starts at zero; a random B makes the delta count in the comparison
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.02)
+    if way == "routed":
+        assert use_routed_expert_lora(model) == 1
+    return model
+
+
+def worker(args) -> int:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = lora_block(args, args.worker, device)
+    generator = torch.Generator(device=device).manual_seed(1)
+    x = torch.randn(1, args.tokens, args.hidden, generator=generator, device=device).to(getattr(torch, args.dtype))
+    x.requires_grad_(True)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        out.float().pow(2).mean().backward()
+        return out
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out = step()
+    times = []
+    for _ in range(args.repeat):
+        sync()
+        started = time.perf_counter()
+        out = step()
+        sync()
+        times.append(time.perf_counter() - started)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    grads = {n: p.grad.float().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    torch.save({"out": out.detach().float().cpu(), "grads": grads}, args.result)
+    print(json.dumps({"seconds": statistics.median(times), "peak_bytes": peak, "device": device}))
+    return 0
+
+
+def run_way(args, way: str, result: Path) -> dict:
+    command = [sys.executable, __file__, "--worker", way, "--result", str(result)]
+    command += ["--tokens", str(args.tokens), "--experts", str(args.experts), "--hidden", str(args.hidden)]
+    command += ["--r", str(args.r), "--repeat", str(args.repeat), "--dtype", args.dtype]
+    finished = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def differences(stacked: dict, routed: dict) -> dict:
+    out = (stacked["out"] - routed["out"]).abs().max().item() / stacked["out"].abs().max().item()
+    grads = max(
+        (stacked["grads"][n] - routed["grads"][n]).abs().max().item() / stacked["grads"][n].abs().max().item()
+        for n in stacked["grads"]
+    )
+    return {"output": out, "grads": grads}
+
+
+def report(args, measured: dict, diff: dict, meta: dict) -> str:
+    stacked, routed = measured["stacked"], measured["routed"]
+    device = stacked["device"]
+    machine = meta["gpu"] if device == "cuda" else f"{meta['cpu']}, {meta['cores']} cores usable"
+    lines = [
+        f"## Expert LoRA: PEFT's stacked delta against the routed one, one layer ({meta['date']})",
+        "",
+        f"- machine: {machine}; 1-minute load average {meta['load']} before the runs",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        f"- command: `{meta['command']}`",
+        f"- layer: {args.experts} experts, hidden = intermediate = {args.hidden}, top-4, LoRA r={args.r} on "
+        f"gate_up_proj and down_proj, {args.tokens} tokens, {args.dtype}; forward + backward, median of "
+        f"{args.repeat} after a warm-up; each way in its own process",
+        "",
+        "| way | seconds per step | peak memory added (MiB) |",
+        "| --- | ---: | ---: |",
+    ]
+    for way in WAYS:
+        lines.append(f"| {way} | {measured[way]['seconds']:.3f} | {measured[way]['peak_bytes'] / 2**20:,.0f} |")
+    lines += [
+        "",
+        f"- routed / stacked: time **{routed['seconds'] / stacked['seconds']:.2f}**, peak memory added "
+        f"**{routed['peak_bytes'] / max(stacked['peak_bytes'], 1):.2f}**",
+        f"- largest difference relative to the largest value: output {diff['output']:.1e}, "
+        f"LoRA gradients {diff['grads']:.1e} (summation order only: tests/test_expert_lora.py finds them "
+        "equal to 1e-12 in float64)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="20b", help="sets --experts")
+    parser.add_argument("--experts", type=int, default=None)
+    parser.add_argument("--hidden", type=int, default=2880)
+    parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--r", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--markdown", type=Path, help="append the results to this file (BENCHMARKS.md)")
+    parser.add_argument("--worker", choices=WAYS, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.experts = args.experts or SHAPES[args.shape]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return worker(args)
+    import torch
+
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load": load_average(),
+        "versions": versions(("torch", "transformers", "peft")),
+        "command": "python scripts/bench/expert_lora.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "system": platform.platform(),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        measured, saved = {}, {}
+        for way in WAYS:
+            result = Path(folder) / f"{way}.pt"
+            measured[way] = run_way(args, way, result)
+            saved[way] = torch.load(result)
+    section = report(args, measured, differences(saved["stacked"], saved["routed"]), meta)
+    print(section)
+    if args.markdown:
+        append_markdown(args.markdown, section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
