@@ -64,6 +64,9 @@ def recipe_overrides(model_dir: Path, out: Path, steps: int) -> list[str]:
         "train.save_strategy=no",
         f"train.logging_steps={steps}",
         "data.cache_dir=" + str(out.parent / "cache"),
+        # PEFT's own expert LoRA on both sides: this measures what ossft adds around a step. Its routed
+        # expert LoRA (the default, faster) is measured by expert_lora.py.
+        "lora.experts_delta=stacked",
     ]
 
 
