@@ -12,9 +12,9 @@ Config, tokenizer and generation config come from the save's folder, then the ru
 
 Streamed, unlike `accelerate merge-weights` or `dcp_to_torch_save`, which load the whole model (design.md trap 8):
 the names, shapes and dtypes come from DCP's `.metadata` alone, are checked against the architecture, and then
-each output shard is read with one `dcp.load` of just its keys and written before the next is read. Peak memory:
-one output shard (`max_shard_size`, 5 GiB by default; a bigger tensor gets a shard of its own) plus one rank's
-chunk of a tensor. Everything is written into a temporary folder beside `out_dir`, read back and checked, and
+each output file is written header first (ossft/streamed_safetensors.py) and filled batch by batch, each batch
+one `dcp.load` of just its keys. Peak memory: one batch (READ_BATCH, 256 MiB; a bigger tensor alone) plus one
+rank's chunk of a tensor, whatever the output shard size (`max_shard_size`, 5 GiB by default). Everything is written into a temporary folder beside `out_dir`, read back and checked, and
 only then renamed, so a crash never leaves a half-merged folder that looks complete.
 """
 
@@ -50,12 +50,16 @@ from ossft.shards import (
     shard_names,
     write_index,
 )
+from ossft.streamed_safetensors import StreamedSafetensorsWriter
 from ossft.verify import tensor_digest, verify_adapter_folder, verify_model_folder
 
 ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 RECIPE_COPY = "recipe.yaml"  # what `ossft train` writes into its output folder (ossft/trainer.py)
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# Tensors read per dcp.load: the peak memory of a merge, whatever the output shard size. Larger batches
+# gain little (one load's planning costs a few ms); smaller ones add a load per few tensors.
+READ_BATCH = 256 * 2**20
 
 
 @dataclass
@@ -313,9 +317,9 @@ def _main_dtype(plan: list[_Tensor]) -> str:
 
 
 def _write_files(dcp_dir: Path, staging: Path, files: dict[str, list[_Tensor]], total: int, on_progress) -> dict:
-    """One `dcp.load` per output file, of its keys only, straight into tensors of the output dtype."""
+    """Each output file header first, then its tensors as they are read: one `dcp.load` per batch of at most
+    READ_BATCH bytes (a bigger tensor alone), straight into tensors of the output dtype."""
     import torch
-    from safetensors.torch import save_file
 
     written, done = {}, 0
 
@@ -326,12 +330,16 @@ def _write_files(dcp_dir: Path, staging: Path, files: dict[str, list[_Tensor]], 
             on_progress(min(done, total), total)
 
     for file, plan in files.items():
-        targets = {t.key: torch.empty(t.shape, dtype=t.dtype) for t in plan}
-        load_tensors(dcp_dir, targets, advance)
-        state = {t.name: targets.pop(t.key) for t in plan}
-        written.update((name, tensor_digest(tensor)) for name, tensor in state.items())
-        save_file(state, str(staging / file), metadata={"format": "pt"})
-        del state
+        specs = [(t.name, t.shape, t.dtype) for t in plan]
+        with StreamedSafetensorsWriter(staging / file, specs, {"format": "pt"}) as writer:
+            for batch in plan_shards(plan, READ_BATCH):
+                targets = {t.key: torch.empty(t.shape, dtype=t.dtype) for t in batch}
+                load_tensors(dcp_dir, targets, advance)
+                for t in batch:
+                    tensor = targets.pop(t.key)
+                    written[t.name] = tensor_digest(tensor)
+                    writer.write(t.name, tensor)
+                    del tensor
     if on_progress:
         on_progress(total, total)
     return written

@@ -60,13 +60,18 @@ def shard_files(folder: Path) -> list[Path]:
 
 
 def saved_tensors(folder: Path) -> Iterator[tuple[str, object]]:
-    """Every tensor of a saved model, one at a time."""
+    """Every tensor of a saved model, one at a time. The file is opened anew for each: safe_open maps the
+    whole file, and every page read stays resident until it is closed, so one handle per file would hold a
+    5 GB shard in memory by its end (a read-back must not cost more than the write it checks)."""
     from safetensors import safe_open
 
     for file in shard_files(folder):
         with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():
-                yield name, handle.get_tensor(name)
+            names = list(handle.keys())
+        for name in names:
+            with safe_open(str(file), framework="pt") as handle:
+                tensor = handle.get_tensor(name)
+            yield name, tensor
 
 
 def expected_keys(folder: Path) -> set[str]:

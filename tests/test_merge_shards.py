@@ -210,26 +210,28 @@ def test_lora_save_becomes_the_adapter_peft_writes(runs, tiny_model_dir, tmp_pat
     assert again.missing_keys == again.unexpected_keys == []
 
 
-def test_peak_memory_follows_the_shard_size_not_the_model(runs, tmp_path):
-    """The child's peak RSS (VmHWM) merging a ~230 MB model in 16 MiB shards, minus that of merging the tiny
-    model (same imports, same code, tensors of a few hundred kB). What the merge may hold at once:
-    - while loading: one output shard (at most max(limit, largest tensor): a bigger tensor is a shard alone)
-      plus one rank's chunk of a tensor, which DCP's torch.load reads whole before copying it in (< largest);
-    - while reading back: one tensor, plus the pages of its file that safe_open mapped so far (< one shard);
-    so max(limit, largest) + largest, plus 64 MiB for the allocator keeping freed blocks and page rounding.
-    Here the largest tensor is an expert stack gate_up_proj, 8 x 1024 x 2048 bf16 = 32 MiB: 128 MiB in all."""
-    limit, largest = 16 * 2**20, 8 * 1024 * 2048 * 2
+def test_peak_memory_follows_the_read_batch_not_the_model(runs, tmp_path):
+    """The child's peak RSS (VmHWM) merging a ~230 MB model into one output file (the default 5 GiB shard) with
+    16 MiB read batches, minus that of merging the tiny model (same imports, same code, tensors of a few hundred
+    kB). What the merge may hold at once:
+    - while loading: one batch (at most max(batch, largest tensor): a bigger tensor is read alone) plus one
+      rank's chunk of a tensor, which DCP's torch.load reads whole before copying it in (< largest);
+    - while reading back: one tensor, and the pages safe_open mapped for it (the file is reopened per tensor);
+    so max(batch, largest) + largest, plus 64 MiB for the allocator keeping freed blocks and page rounding.
+    Here the largest tensor is an expert stack gate_up_proj, 8 x 1024 x 2048 bf16 = 32 MiB: 128 MiB in all,
+    where holding the output file (as safetensors' save_file, or one safe_open handle, would) is 230 MB."""
+    batch, largest = 16 * 2**20, 8 * 1024 * 2048 * 2
     model_bytes = sum((p.stat().st_size for p in (runs["wide"] / "pytorch_model_fsdp_0").glob("*.distcp")), start=0)
     assert 200e6 < model_bytes < 400e6
 
-    wide = _peak_rss_of_merge(runs["wide"], tmp_path / "wide", "--max-shard-size", "16MiB")
-    baseline = _peak_rss_of_merge(runs["full"], tmp_path / "tiny")
+    wide = _peak_rss_of_merge(runs["wide"], tmp_path / "wide", read_batch=batch)
+    baseline = _peak_rss_of_merge(runs["full"], tmp_path / "tiny", read_batch=batch)
 
-    bound = max(limit, largest) + largest + 64 * 2**20
+    bound = max(batch, largest) + largest + 64 * 2**20
     growth = wide - baseline
     print(f"peak RSS: tiny {baseline / 2**20:.0f} MiB, wide {wide / 2**20:.0f} MiB, growth {growth / 2**20:.0f} MiB")
     assert growth < bound and growth < model_bytes / 2
-    assert len(list((tmp_path / "wide").glob("model-*.safetensors"))) > WIDE_LAYERS * 2
+    assert [p.name for p in (tmp_path / "wide").glob("*.safetensors")] == ["model-00001-of-00001.safetensors"]
 
 
 _REPORT_PEAK = """
@@ -239,18 +241,20 @@ def report():
         peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
     print("PEAK_RSS_KB", peak, file=sys.stderr)
 atexit.register(report)
+import ossft.merge_shards
+ossft.merge_shards.READ_BATCH = int(sys.argv.pop(1))
 from ossft.cli import app
 app(sys.argv[1:], prog_name="ossft")
 """
 
 
-def _peak_rss_of_merge(source: Path, out: Path, *options: str) -> int:
+def _peak_rss_of_merge(source: Path, out: Path, *options: str, read_batch: int) -> int:
     """Bytes. VmHWM is the high-water mark of this process's own memory since its exec (getrusage would count
     the forked copy of pytest, before the exec, too)."""
     if not Path("/proc/self/status").is_file():
         pytest.skip("needs Linux's /proc")
-    command = [sys.executable, "-c", _REPORT_PEAK, "merge-shards", str(source), "--out", str(out), *options]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-c", _REPORT_PEAK, str(read_batch), "merge-shards", str(source), "--out", str(out)]
+    done = subprocess.run([*command, *options], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return int(done.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0]) * 1024
 
