@@ -13,8 +13,9 @@ Config, tokenizer and generation config come from the save's folder, then the ru
 Streamed, unlike `accelerate merge-weights` or `dcp_to_torch_save`, which load the whole model (design.md trap 8):
 the names, shapes and dtypes come from DCP's `.metadata` alone, are checked against the architecture, and then
 each output file is written header first (ossft/streamed_safetensors.py) and filled batch by batch, each batch
-one `dcp.load` of just its keys. Peak memory: one batch (READ_BATCH, 256 MiB; a bigger tensor alone) plus one
-rank's chunk of a tensor, whatever the output shard size (`max_shard_size`, 5 GiB by default). Everything is written into a temporary folder beside `out_dir`, read back and checked, and
+one `dcp.load` of just its keys, the next batch read while this one is written. Peak memory: two batches
+(READ_BATCH, 128 MiB; a bigger tensor alone) plus one rank's chunk of a tensor, whatever the output shard size
+(`max_shard_size`, 5 GiB by default). Everything is written into a temporary folder beside `out_dir`, read back and checked, and
 only then renamed, so a crash never leaves a half-merged folder that looks complete.
 """
 
@@ -26,7 +27,8 @@ import shutil
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +59,10 @@ ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 RECIPE_COPY = "recipe.yaml"  # what `ossft train` writes into its output folder (ossft/trainer.py)
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-# Tensors read per dcp.load: the peak memory of a merge, whatever the output shard size. Larger batches
-# gain little (one load's planning costs a few ms); smaller ones add a load per few tensors.
-READ_BATCH = 256 * 2**20
+# Tensors read per dcp.load. Two batches are in memory at once (one written, the next read): that is the
+# peak of a merge, whatever the output shard size. Larger batches gain little (one load's planning costs a
+# few ms); smaller ones add a load per few tensors.
+READ_BATCH = 128 * 2**20
 
 
 @dataclass
@@ -317,8 +320,10 @@ def _main_dtype(plan: list[_Tensor]) -> str:
 
 
 def _write_files(dcp_dir: Path, staging: Path, files: dict[str, list[_Tensor]], total: int, on_progress) -> dict:
-    """Each output file header first, then its tensors as they are read: one `dcp.load` per batch of at most
-    READ_BATCH bytes (a bigger tensor alone), straight into tensors of the output dtype."""
+    """Each output file header first, then its tensors batch by batch: one `dcp.load` per batch of at most
+    READ_BATCH bytes (a bigger tensor alone), straight into tensors of the output dtype. Three things overlap,
+    since file reads, file writes and hashlib all release the GIL: the next batch is read on one thread
+    while this one is written, and each tensor's digest is taken on another."""
     import torch
 
     written, done = {}, 0
@@ -329,20 +334,38 @@ def _write_files(dcp_dir: Path, staging: Path, files: dict[str, list[_Tensor]], 
         if on_progress:
             on_progress(min(done, total), total)
 
-    for file, plan in files.items():
-        specs = [(t.name, t.shape, t.dtype) for t in plan]
-        with StreamedSafetensorsWriter(staging / file, specs, {"format": "pt"}) as writer:
-            for batch in plan_shards(plan, READ_BATCH):
-                targets = {t.key: torch.empty(t.shape, dtype=t.dtype) for t in batch}
-                load_tensors(dcp_dir, targets, advance)
-                for t in batch:
-                    tensor = targets.pop(t.key)
-                    written[t.name] = tensor_digest(tensor)
-                    writer.write(t.name, tensor)
-                    del tensor
+    def load(batch: list[_Tensor]) -> dict:
+        targets = {t.key: torch.empty(t.shape, dtype=t.dtype) for t in batch}
+        load_tensors(dcp_dir, targets, advance)
+        return targets
+
+    batches = {file: plan_shards(plan, READ_BATCH) for file, plan in files.items()}
+    loaded = _read_ahead([batch for file_batches in batches.values() for batch in file_batches], load)
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        for file, plan in files.items():
+            specs = [(t.name, t.shape, t.dtype) for t in plan]
+            with StreamedSafetensorsWriter(staging / file, specs, {"format": "pt"}) as writer:
+                for batch in batches[file]:
+                    targets = next(loaded)
+                    digests = {t.name: hasher.submit(tensor_digest, targets[t.key]) for t in batch}
+                    for t in batch:
+                        writer.write(t.name, targets[t.key])
+                    written.update((name, digest.result()) for name, digest in digests.items())
+                    del targets
     if on_progress:
         on_progress(total, total)
     return written
+
+
+def _read_ahead(items: list, load: Callable) -> Iterator:
+    """`load(item)` for each item in order, the next one loading on a second thread while the caller works."""
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        future = reader.submit(load, items[0]) if items else None
+        for i in range(len(items)):
+            result = future.result()
+            future = reader.submit(load, items[i + 1]) if i + 1 < len(items) else None
+            yield result
+            del result
 
 
 def _write_model_config(config: dict, architecture: str, dtype: str, staging: Path) -> None:
