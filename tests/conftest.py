@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,3 +44,11 @@ def cli():
         return runner.invoke(app, [str(a) for a in args])
 
     return run
+
+
+def run_bench_script(script: str, markdown: Path, *args: str) -> str:
+    """Run scripts/bench/SCRIPT with `--markdown MARKDOWN` and ARGS; the section it appended."""
+    command = [sys.executable, f"scripts/bench/{script}", *args, "--markdown", str(markdown)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return markdown.read_text()

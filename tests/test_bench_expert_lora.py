@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
-from tests.conftest import REPO
+from tests.conftest import run_bench_script
 
 
 def test_expert_lora_benchmark_compares_both_ways(tmp_path):
-    markdown = tmp_path / "bench.md"
-    command = [
-        sys.executable, "scripts/bench/expert_lora.py", "--experts", "4", "--hidden", "64", "--tokens", "32",
-        "--repeat", "1", "--markdown", str(markdown),
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    section = markdown.read_text()
+    args = ("--experts", "4", "--hidden", "64", "--tokens", "32", "--repeat", "1")
+    section = run_bench_script("expert_lora.py", tmp_path / "bench.md", *args)
     assert "## Expert LoRA: PEFT's stacked delta against the routed one, one layer" in section
     for way in ("stacked", "routed"):
         assert re.search(rf"\| {way} \| \d+\.\d{{3}} \| -?[\d,]+ \|", section), section

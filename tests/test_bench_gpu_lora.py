@@ -9,18 +9,12 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_bench_script
 
 
 def test_gpu_benchmark_runs_both_configs_on_cpu(tmp_path):
-    markdown = tmp_path / "bench.md"
-    command = [
-        sys.executable, "scripts/bench/gpu_lora.py", "--shape", "tiny", "--seq", "64", "--micro-batch", "2",
-        "--steps", "4", "--warmup", "1", "--out", str(tmp_path / "out"), "--markdown", str(markdown),
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    section = markdown.read_text()
+    args = ("--shape", "tiny", "--seq", "64", "--micro-batch", "2", "--steps", "4", "--warmup", "1")
+    section = run_bench_script("gpu_lora.py", tmp_path / "bench.md", *args, "--out", str(tmp_path / "out"))
     assert "## LoRA on the gpt-oss-tiny shape: ossft against the cookbook" in section
     for config in ("cookbook", "ossft"):
         assert re.search(rf"\| {config} \| [\d,]+ \| nan \| nan \| \d+\.\d\d% \|", section), section
