@@ -42,6 +42,10 @@ def wrapper_chain(outer) -> dict[str, ParamWrapper]:
 
 def routed_applies(chain: dict[str, ParamWrapper]) -> bool:
     """One active adapter, unmerged, on weights stored [experts, in, out]; anything else goes to PEFT."""
+    experts = next(iter(chain.values())).get_base_layer()
+    # transformers' experts decorator records the layout; gpt-oss has always been [experts, in, out]
+    if not getattr(experts, "is_transposed", True):
+        return False
     for wrapper in chain.values():
         active = [a for a in wrapper.active_adapters if a in wrapper.lora_A]
         if wrapper.disable_adapters or wrapper.merged or len(active) != 1 or wrapper._did_swap_in_out_features:

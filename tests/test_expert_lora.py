@@ -125,3 +125,14 @@ def test_recipe_chooses_the_expert_delta(quickstart_recipe, tiny2_dir, delta, wr
 def test_quickstart_defaults_to_routed(quickstart_recipe):
     assert quickstart_recipe.lora.experts == "all"
     assert quickstart_recipe.lora.experts_delta == "routed"
+
+
+def test_another_weight_layout_goes_through_peft(tiny2_dir, monkeypatch):
+    # Were transformers to store the experts [experts, out, in], the routed product would be wrong: PEFT's
+    # forward takes over, and the output stays PEFT's exactly.
+    stacked, routed = stacked_and_routed(tiny2_dir, torch.float64)
+    for layer in routed.get_base_model().model.layers:
+        monkeypatch.setattr(layer.mlp.experts.get_base_layer(), "is_transposed", False)
+    monkeypatch.setattr(expert_lora, "routed_experts_forward", None)  # would raise if it were called
+    with torch.no_grad():
+        assert torch.equal(routed(batch()["input_ids"]).logits, stacked(batch()["input_ids"]).logits)
