@@ -172,7 +172,13 @@ def train(
     if plan.command:
         _status(f"launching {plan.topology.processes} processes:")
         sys.stdout.write(launch.printable(plan) + "\n")
-        code = launch.run_launch(plan)
+        outcome = launch.run_launch(plan)
+        code = outcome.code
+        if outcome.crashed_after_finishing:
+            _status(
+                "[yellow]note:[/] a rank crashed at interpreter exit after every rank had finished and the "
+                "model was saved and verified (a gloo shutdown bug, pytorch/pytorch#190489): the run is complete."
+            )
         if code == PREEMPTED_EXIT:
             _status(f"preempted: every rank wrote its checkpoint; run the same command to resume (exit {code})")
             raise typer.Exit(code)
@@ -183,6 +189,7 @@ def train(
 
 
 def _train_here(resolved, check_disk: bool) -> None:
+    from ossft.launch import report_rank_finished
     from ossft.report import summarize, summary_table
     from ossft.trainer import run_training
 
@@ -191,6 +198,7 @@ def _train_here(resolved, check_disk: bool) -> None:
     )  # writes summary.json, loss.png and the model card
     if run.trainer.is_world_process_zero():
         console.print(summary_table(summarize(run)))
+    report_rank_finished()
 
 
 def _status(line: str) -> None:

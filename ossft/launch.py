@@ -323,19 +323,29 @@ def printable(plan: LaunchPlan) -> str:
 # ---------------------------------------------------------------------------------------------
 # Running it
 
-FAILURES_ENV = "OSSFT_RANK_FAILURES"  # a folder where each failing rank leaves its exit code
+FAILURES_ENV = "OSSFT_RANK_FAILURES"  # a folder where each rank leaves its exit code, or that it finished
+FINISHED = "finished"
 
 
-def run_launch(plan: LaunchPlan) -> int:
-    """Run the launcher; return 2 when any rank stopped on a user error (bad data, no disk, ...), else
-    the launcher's own exit code. torchrun turns every child failure into exit code 1, so the ranks
-    report theirs through files."""
+@dataclass(frozen=True)
+class LaunchOutcome:
+    code: int  # what the launching `ossft train` exits with
+    crashed_after_finishing: bool = False  # every rank finished, then one died at interpreter exit
+
+
+def run_launch(plan: LaunchPlan) -> LaunchOutcome:
+    """Run the launcher and decide the exit code. torchrun turns every child failure into exit code 1,
+    so the ranks report theirs through files: 2 when any rank stopped on a user error (bad data, no
+    disk, ...), 75 when preempted, else the launcher's own code. A rank that finished (its model saved,
+    verified and reported) but then died at interpreter exit does not fail the run: with gloo a rank can
+    abort in the process group's threads while Python shuts down (pytorch/pytorch#190489), after its
+    work is done."""
     import signal
     import subprocess
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="ossft-ranks-") as failures:
-        env = {**os.environ, **plan.env, FAILURES_ENV: failures}
+    with tempfile.TemporaryDirectory(prefix="ossft-ranks-") as folder:
+        env = {**os.environ, **plan.env, FAILURES_ENV: folder}
         launcher = subprocess.Popen(plan.command, env=env)
         # A scheduler often signals only the process it started: pass SIGTERM / SIGINT on to the
         # launcher (torchrun hands it to every rank), then keep waiting for the ranks' checkpoint.
@@ -348,20 +358,33 @@ def run_launch(plan: LaunchPlan) -> int:
         finally:
             for sig, handler in forward.items():
                 signal.signal(sig, handler)
-        reported = sorted(int(p.read_text() or 1) for p in Path(failures).glob("rank-*"))
+        reports = [p.read_text() for p in Path(folder).glob("rank-*")]
     if code == 0:
-        return 0
+        return LaunchOutcome(0)
+    finished = sum(report == FINISHED for report in reports)
+    reported = sorted(int(report or 1) for report in reports if report != FINISHED)
+    if not reported and finished == plan.topology.processes_per_node:  # every rank of this node
+        return LaunchOutcome(0, crashed_after_finishing=True)
     # A user error on any rank explains the rest (they stopped because it did); else what a rank said
     # (75: preempted), else the launcher's own code.
-    return 2 if 2 in reported else (reported[0] if reported else code)
+    return LaunchOutcome(2 if 2 in reported else (reported[0] if reported else code))
 
 
 def report_rank_failure(exit_code: int, env: dict[str, str] | None = None) -> None:
     """Called by a rank that stops on an error, so the launching `ossft train` can exit the same way."""
+    _report(str(exit_code), env)
+
+
+def report_rank_finished(env: dict[str, str] | None = None) -> None:
+    """Called by a rank once its share of the run is done and its outputs are written."""
+    _report(FINISHED, env)
+
+
+def _report(text: str, env: dict[str, str] | None) -> None:
     env = os.environ if env is None else env
     folder = env.get(FAILURES_ENV)
     if folder and Path(folder).is_dir():
-        (Path(folder) / f"rank-{env.get('RANK', '0')}").write_text(str(exit_code))
+        (Path(folder) / f"rank-{env.get('RANK', '0')}").write_text(text)
 
 
 def rank_label(env: dict[str, str] | None = None) -> str:

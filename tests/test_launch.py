@@ -10,11 +10,15 @@ from ossft.errors import UserError
 from ossft.launch import (
     CONFIG_DIR,
     LaunchFlags,
+    LaunchOutcome,
+    LaunchPlan,
+    Topology,
     first_slurm_host,
     inside_launcher,
     plan_launch,
     rank_label,
     resolve_topology,
+    run_launch,
 )
 from tests.conftest import REPO
 
@@ -167,3 +171,35 @@ def test_zero3_runs_as_zero3_on_cpu_when_deepspeed_is_installed():
 def test_unknown_config_is_named_with_the_shipped_ones():
     with pytest.raises(UserError, match=r"'fsdp3' is neither a file nor one of the shipped configs \(.*fsdp2.*\)"):
         plan_launch(recipe("launch.accelerate_config=fsdp3"), LaunchFlags(nproc=2), ["train"], {}, 2)
+
+
+# --- what the launching process makes of the ranks' reports ----------------------------------------
+
+# Stands in for `accelerate launch`: "ranks" 0 and 1 report through the real report functions, then the
+# launcher exits 1, as torchrun does whenever a rank died (here: rank 1 aborting at interpreter exit).
+FAKE_LAUNCHER = """
+import os, sys
+from ossft.launch import report_rank_failure, report_rank_finished
+for rank, report in enumerate(sys.argv[1:]):
+    env = {**os.environ, "RANK": str(rank)}
+    if report == "finished":
+        report_rank_finished(env)
+    elif report != "nothing":
+        report_rank_failure(int(report), env)
+sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize(
+    ("reports", "code", "crashed_after_finishing"),
+    [
+        (["finished", "finished"], 0, True),  # all work done; a rank died on the way out
+        (["finished", "nothing"], 1, False),  # rank 1 died before finishing
+        (["finished", "2"], 2, False),  # a user error on rank 1
+        (["75", "75"], 75, False),  # preempted
+    ],
+)
+def test_launch_outcome_from_rank_reports(reports, code, crashed_after_finishing):
+    topology = Topology(processes_per_node=2, nodes=1, node_rank=0, master_addr=None, master_port=29500)
+    plan = LaunchPlan(topology, [sys.executable, "-c", FAKE_LAUNCHER, *reports])
+    assert run_launch(plan) == LaunchOutcome(code, crashed_after_finishing)
