@@ -46,9 +46,10 @@ def cli():
     return run
 
 
-def run_bench_script(script: str, markdown: Path, *args: str) -> str:
-    """Run scripts/bench/SCRIPT with `--markdown MARKDOWN` and ARGS; the section it appended."""
-    command = [sys.executable, f"scripts/bench/{script}", *args, "--markdown", str(markdown)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+def run_bench_script(script: str, markdown: Path, *args: str, markdown_flag: str = "--markdown") -> str:
+    """Run scripts/bench/SCRIPT with ARGS, appending its results to MARKDOWN; the file's text."""
+    command = [sys.executable, f"scripts/bench/{script}", *args, markdown_flag, str(markdown)]
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return markdown.read_text()
+    return markdown.read_text(encoding="utf-8")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_bench_script
 from tests.o200k import gpt_oss_tokenizer_available
 
 pytestmark = pytest.mark.skipif(not gpt_oss_tokenizer_available(), reason="needs the real gpt-oss tokenizer fixtures")
@@ -19,18 +18,7 @@ NUMBER = r"\d+(?:\.\d+)?"
 
 
 def test_benchmark_runs_and_reports_three_rows(tmp_path):
-    markdown = tmp_path / "bench.md"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--conversations", "20", "--target-tokens", "200", "--markdown", str(markdown)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    out = done.stdout
+    out = run_bench_script("data_prep.py", tmp_path / "bench.md", "--conversations", "20", "--target-tokens", "200")
 
     rows = {}
     for name in ("ossft", r"ossft \(cached\)", "TRL"):
@@ -46,8 +34,7 @@ def test_benchmark_runs_and_reports_three_rows(tmp_path):
     assert re.search(rf"first / cached ossft time: \*\*{NUMBER}x\*\*", out)
     assert "--conversations 20 --target-tokens 200" in out
 
-    text = markdown.read_text(encoding="utf-8")
-    assert text.startswith("# Benchmarks") and text.count("## Data preparation") == 1
+    assert out.startswith("# Benchmarks") and out.count("## Data preparation") == 1
 
 
 def test_bad_flag_is_refused():

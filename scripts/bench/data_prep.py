@@ -592,17 +592,7 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = Path(tempfile.mkdtemp(prefix="ossft-bench-"))
     try:
-        meta = {
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": cpu_model(),
-            "cores": usable_cores(),
-            "cpu_count": os.cpu_count(),
-            "system": f"{platform.system()} {platform.release()}",
-            "versions": versions(),
-            "command": shlex.join([_as_typed(Path(sys.executable)), _as_typed(Path(__file__)), *sys.argv[1:]]),
-            "num_proc": args.num_proc,
-            "seed": args.seed,
-        }
+        meta = {**run_facts(__file__), "num_proc": args.num_proc, "seed": args.seed}
         reference = load_gpt_oss_tokenizer()
         reference.save_pretrained(str(folder / TOKENIZER_DIR))
 
@@ -630,6 +620,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_facts(script: str, packages: tuple[str, ...] | None = None) -> dict:
+    """What every bench section opens with: when, on which machine, with which versions, by which command."""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "cpu_count": os.cpu_count(),
+        "system": f"{platform.system()} {platform.release()}",
+        "versions": versions(packages) if packages else versions(),
+        "command": shlex.join([_as_typed(Path(sys.executable)), _as_typed(Path(script)), *sys.argv[1:]]),
+    }
 
 
 def _as_typed(path: Path) -> str:

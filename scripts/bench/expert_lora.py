@@ -19,9 +19,7 @@ layer's output and in every LoRA gradient (same seed, same weights, same input).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -34,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data_prep import append_markdown, cpu_model, load_average, usable_cores, versions  # noqa: E402
+from data_prep import append_markdown, load_average, run_facts  # noqa: E402
 
 WAYS = ("stacked", "routed")
 SHAPES = {"20b": 32, "120b": 128}  # experts per layer; hidden and intermediate are 2880 in both
@@ -205,14 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu_model(),
-        "cores": usable_cores(),
+        **run_facts(__file__, ("torch", "transformers", "peft")),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load": load_average(),
-        "versions": versions(("torch", "transformers", "peft")),
-        "command": "python scripts/bench/expert_lora.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "system": platform.platform(),
     }
     with tempfile.TemporaryDirectory() as folder:
         measured, saved = {}, {}

@@ -40,10 +40,8 @@ Usage (from the repository root; 2 cores, ~8 GB of RAM and ~10 GB of disk for th
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -269,11 +267,7 @@ def compare_outputs(ossft_dirs: list[Path], accelerate_dir: Path, original: Path
 # ---------------------------------------------------------------------------------------------
 # Report
 
-
-def versions() -> dict[str, str]:
-    from data_prep import versions as package_versions
-
-    return package_versions(("torch", "transformers", "accelerate", "safetensors"))
+MERGE_PACKAGES = ("torch", "transformers", "accelerate", "safetensors")
 
 
 def memory_total() -> str:
@@ -400,22 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
-    from data_prep import _as_typed, cpu_model, load_average, usable_cores
+    from data_prep import load_average, run_facts
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     work = Path(tempfile.mkdtemp(prefix="ossft-bench-merge-"))
     try:
-        meta = {
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": cpu_model(),
-            "cores": usable_cores(),
-            "cpu_count": os.cpu_count(),
-            "ram": memory_total(),
-            "system": f"{platform.system()} {platform.release()}",
-            "versions": versions(),
-            "command": shlex.join([_as_typed(Path(sys.executable)), _as_typed(Path(__file__)), *sys.argv[1:]]),
-        }
+        meta = {**run_facts(__file__, MERGE_PACKAGES), "ram": memory_total()}
         home = args.checkpoint.resolve() if args.checkpoint is not None else work / "checkpoint"
         run = home / "run"
         if (run / MODEL_FOLDER / ".metadata").is_file():
