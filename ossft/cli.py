@@ -237,6 +237,14 @@ def plan(
     table.add_row("disk: one checkpoint", f"{checkpoint / planner.GIB:,.1f} GiB")
     table.add_row("disk: final save", f"{final / planner.GIB:,.1f} GiB")
     console.print(table)
+    longest = planner.longest_sequence(resolved, layout, gpu_memory)
+    batch = resolved.train.per_device_train_batch_size
+    console.print(
+        f"longest train.max_length that fits at micro-batch {batch}: {longest:,} tokens"
+        if longest
+        else f"not even 1,024 tokens fit at micro-batch {batch}",
+        highlight=False,
+    )
     if planner.fits(estimate, gpu_memory):
         console.print(f"[green]fits[/] on {gpu_memory:g} GiB GPUs (estimate, reserved memory per GPU).")
         return

@@ -6,7 +6,9 @@ The estimate adds what one GPU holds at its peak:
 - activations: with activation checkpointing, each layer's input kept for the backward pass, plus the
   one layer being recomputed (eager attention's score matrix, the experts' intermediate, and for expert
   LoRA the delta PEFT builds for the whole expert stack, design.md trap 5);
-- the logits and their fp32 copy for the loss (vocabulary 201,088: the largest single activation);
+- the loss: TRL's fused LM head computes it in tiles and never holds the [tokens, 201,088] logits;
+  only a tile, the hidden states' gradient and (full fine-tuning) the LM head's gradient. With full
+  logits (label smoothing, other tools) they are the largest single activation;
 - framework overhead (CUDA context, kernels' workspace) and the allocator's reserve over allocation.
 The constants are physical (bytes per number); only the overhead and the reserve factor were fitted,
 against Axolotl's published `device_mem_reserved` figures (see CALIBRATION and tests/test_plan.py).
@@ -15,7 +17,7 @@ against Axolotl's published `device_mem_reserved` figures (see CALIBRATION and t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 GIB = 2**30
@@ -106,7 +108,7 @@ class Workload:
     checkpointing: bool = True
     offload_activations: bool = False
     eager_attention: bool = True  # eager materializes the [heads, seq, seq] scores; flash kernels do not
-    full_logits: bool = True  # False: a fused / cut cross-entropy never holds [tokens, vocab]
+    full_logits: bool = True  # False: a fused / chunked cross-entropy never holds [tokens, vocab]
     routed_experts: bool = True  # False: every token through every expert (transformers' eager experts)
     stacked_expert_lora: bool = False  # PEFT's whole-stack delta; the routed one adds only [tokens, r]
 
@@ -160,8 +162,9 @@ def _expert_layers(experts, layers: int) -> list[int]:
 
 
 def workload_of(recipe, layout: Layout, shape: Shape) -> Workload:
-    """ossft's own run: eager attention unless the recipe picks a kernel, full logits (TRL's loss),
-    routed experts (transformers 5's default grouped_mm)."""
+    """ossft's own run: eager attention unless the recipe picks a kernel, TRL's fused LM head (full
+    logits only with label smoothing, which TRL computes from them), routed experts (transformers 5's
+    default grouped_mm)."""
     train = recipe.train
     return Workload(
         seq=train.max_length or 1024,
@@ -170,6 +173,7 @@ def workload_of(recipe, layout: Layout, shape: Shape) -> Workload:
         optimizer_bytes=_optimizer_bytes_per_param(recipe, layout),
         checkpointing=bool(train.activation_checkpointing or train.gradient_checkpointing),
         eager_attention=recipe.model.attn_implementation == "eager",
+        full_logits=bool(train.label_smoothing_factor),
         routed_experts=recipe.model.experts_implementation != "eager",
         stacked_expert_lora=recipe.lora is not None
         and recipe.lora.experts != "none"
@@ -203,10 +207,26 @@ def estimate_workload(shape: Shape, w: Workload, layout: Layout) -> Estimate:
     kept = tokens * shape.hidden * BF16 * shape.layers if w.checkpointing and not w.offload_activations else 0
     layer = _layer_activations(shape, w)
     parts["activations"] = kept + layer * (1 if w.checkpointing else shape.layers)
-    # logits in bf16, their fp32 copy for the loss, and its gradient
-    parts["logits and loss"] = tokens * shape.vocab * (BF16 + 2 * FP32) if w.full_logits else 0.0
+    parts["LM head and loss"] = _loss_memory(shape, w, tokens)
     parts["framework overhead"] = FRAMEWORK_OVERHEAD
     return Estimate(parts)
+
+
+# TRL's fused LM head (trl/kernels/chunked_logprob.py, TRL 1.16): the logits are made one tile of
+# 4096 tokens x 32768 vocabulary entries at a time and folded into running log-sum-exp statistics;
+# the backward makes each tile again and turns it into its gradient in place.
+LOSS_TILE_TOKENS = 4096
+LOSS_TILE_VOCAB = 32768
+
+
+def _loss_memory(shape: Shape, w: Workload, tokens: int) -> float:
+    if w.full_logits:
+        return tokens * shape.vocab * (BF16 + 2 * FP32)  # logits in bf16, their fp32 copy, its gradient
+    tile = min(tokens, LOSS_TILE_TOKENS) * min(shape.vocab, LOSS_TILE_VOCAB) * BF16
+    trained_hidden = tokens * shape.hidden * (BF16 + FP32)  # gathered, and their gradient summed in fp32
+    # The LM head's own gradient exists only when it trains; it is summed over the tiles in fp32.
+    head_grad = shape.vocab * shape.hidden * FP32 if w.trainable == shape.total_params else 0
+    return tile + trained_hidden + head_grad
 
 
 def _optimizer_bytes_per_param(recipe, layout: Layout) -> float:
@@ -241,6 +261,27 @@ def describe(e: Estimate) -> list[tuple[str, str]]:
     return rows
 
 
+def longest_sequence(recipe, layout: Layout, gpu_memory_gib: float, step: int = 1024) -> int:
+    """The longest train.max_length, a multiple of `step`, whose estimate fits; 0 when not even `step`
+    does. Memory grows with the sequence, so a binary search finds it."""
+    shape = model_shape(recipe.model.base_model)
+    workload = workload_of(recipe, layout, shape)
+
+    def fits_at(multiple: int) -> bool:
+        return fits(estimate_workload(shape, replace(workload, seq=multiple * step), layout), gpu_memory_gib)
+
+    low, high = 0, 1
+    while fits_at(high) and high < MAX_SEQUENCE // step:
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits_at(middle) else (low, middle)
+    return low * step
+
+
+MAX_SEQUENCE = 1 << 20  # tokens; the search stops there (gpt-oss itself is trained to 131,072)
+
+
 def fits(e: Estimate, gpu_memory_gib: float) -> bool:
     return e.reserved <= gpu_memory_gib * GIB * 0.95  # 5% for what no estimate sees
 
@@ -257,8 +298,9 @@ def suggestions(recipe, layout: Layout, e: Estimate, gpu_memory_gib: float) -> l
         ideas.append(f"more GPUs to shard over: --gpus {layout.gpus * 2}")
         if not layout.offload_params:
             ideas.append("offload parameters to CPU: launch.accelerate_config: fsdp2-offload (or zero3-offload)")
-    per_token = e.parts.get("activations", 0) + e.parts.get("logits and loss", 0)
-    if per_token > 0.2 * e.allocated:
+    per_token = e.parts.get("activations", 0) + e.parts.get("LM head and loss", 0)
+    over = e.reserved - gpu_memory_gib * GIB * 0.95
+    if per_token * RESERVED_FACTOR > over:  # fewer tokens alone could close the gap
         ideas.append(
             f"fewer tokens per micro-step: train.max_length (now {recipe.train.max_length}) or "
             f"train.per_device_train_batch_size (now {recipe.train.per_device_train_batch_size}, raise "
