@@ -28,7 +28,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,22 +143,25 @@ def merge_shards(
         plan = _adapter_plan(tensors, config, lora, cast, config_from)
         files = {ADAPTER_FILE: plan}  # PEFT reads one adapter file: never split, whatever its size
     else:
-        plan, architecture = _model_plan(tensors, config, cast, config_from)
+        plan = _model_plan(tensors, config, cast)
         shards = plan_shards(plan, max_shard_size)
         files = dict(zip(shard_names(len(shards)), shards))
     total = sum(t.nbytes for t in plan)
     ensure_room(out_dir, total, "the LoRA adapter" if adapter else "the merged model")
     dtype_name = _main_dtype(plan)
 
-    with staged_folder(out_dir) as staging:
-        written = _write_files(save / MODEL_FOLDER, staging, files, total, on_progress)
+    # The architecture check imports transformers' model code (~2 s), so it runs beside the writes, which
+    # stop at the next batch if it fails; the staging folder then goes, and nothing is left behind.
+    with ThreadPoolExecutor(max_workers=1) as checker, staged_folder(out_dir) as staging:
+        check = None if adapter else checker.submit(_check_architecture, plan, config, config_from)
+        written = _write_files(save / MODEL_FOLDER, staging, files, total, on_progress, failed=check)
         tokenizer_from = _copy_tokenizer(run, staging)
         if adapter:
             _write_adapter_config(lora, staging)
             verify_adapter_folder(staging, written)
         else:
             write_index(staging, {t.name: file for file, ts in files.items() for t in ts}, total)
-            _write_model_config(config, architecture, dtype_name, staging)
+            _write_model_config(config, check.result(), dtype_name, staging)
             _copy_generation_config(run, staging)
             verify_model_folder(staging, written)
     seconds = time.perf_counter() - start
@@ -238,16 +241,21 @@ def _meta_model(config: dict):
         return AutoModelForCausalLM.from_config(AutoConfig.for_model(**plain))
 
 
-def _model_plan(tensors: dict[str, TensorInfo], config: dict, cast, config_from: Path) -> tuple[list[_Tensor], str]:
-    model = _meta_model(config)
-    wanted = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+def _model_plan(tensors: dict[str, TensorInfo], config: dict, cast) -> list[_Tensor]:
     saved = dict(tensors)
     if config.get("tie_word_embeddings"):  # one tensor under two names; Hugging Face files hold the embedding
-        wanted.pop("lm_head.weight", None)
         saved.pop("lm_head.weight", None)
-    _compare(saved, wanted, config_from)
-    plan = [_Tensor(name, name, info.shape, cast or info.dtype) for name, info in saved.items()]
-    return plan, type(model).__name__
+    return [_Tensor(name, name, info.shape, cast or info.dtype) for name, info in saved.items()]
+
+
+def _check_architecture(plan: list[_Tensor], config: dict, config_from: Path) -> str:
+    """The planned tensors against the architecture of `config` (names and shapes); its class name."""
+    model = _meta_model(config)
+    wanted = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if config.get("tie_word_embeddings"):
+        wanted.pop("lm_head.weight", None)
+    _compare({t.name: t for t in plan}, wanted, config_from)
+    return type(model).__name__
 
 
 def _lora_config(run: _Run, config: dict):
@@ -296,7 +304,7 @@ def _adapter_plan(tensors: dict[str, TensorInfo], config: dict, lora, cast, conf
     return [_Tensor(name, key, tensors[key].shape, cast or tensors[key].dtype) for name, key in named.items()]
 
 
-def _compare(saved: dict[str, TensorInfo], wanted: dict[str, tuple], config_from: Path) -> None:
+def _compare(saved: dict[str, TensorInfo | _Tensor], wanted: dict[str, tuple], config_from: Path) -> None:
     missing, unexpected = sorted(set(wanted) - set(saved)), sorted(set(saved) - set(wanted))
     wrong = [name for name in wanted if name in saved and tuple(saved[name].shape) != wanted[name]]
     if not (missing or unexpected or wrong):
@@ -319,11 +327,14 @@ def _main_dtype(plan: list[_Tensor]) -> str:
     return by_bytes.most_common(1)[0][0]
 
 
-def _write_files(dcp_dir: Path, staging: Path, files: dict[str, list[_Tensor]], total: int, on_progress) -> dict:
+def _write_files(
+    dcp_dir: Path, staging: Path, files: dict[str, list[_Tensor]], total: int, on_progress, failed: Future | None = None
+) -> dict:
     """Each output file header first, then its tensors batch by batch: one `dcp.load` per batch of at most
     READ_BATCH bytes (a bigger tensor alone), straight into tensors of the output dtype. Three things overlap,
     since file reads, file writes and hashlib all release the GIL: the next batch is read on one thread
-    while this one is written, and each tensor's digest is taken on another."""
+    while this one is written, and each tensor's digest is taken on another. Before each batch, the error
+    of the `failed` future, once it has one, is raised."""
     import torch
 
     written, done = {}, 0
@@ -346,6 +357,8 @@ def _write_files(dcp_dir: Path, staging: Path, files: dict[str, list[_Tensor]], 
             specs = [(t.name, t.shape, t.dtype) for t in plan]
             with StreamedSafetensorsWriter(staging / file, specs, {"format": "pt"}) as writer:
                 for batch in batches[file]:
+                    if failed is not None and failed.done() and failed.exception() is not None:
+                        raise failed.exception()
                     targets = next(loaded)
                     digests = {t.name: hasher.submit(tensor_digest, targets[t.key]) for t in batch}
                     for t in batch:

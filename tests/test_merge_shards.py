@@ -353,3 +353,33 @@ def test_a_failure_after_writing_began_leaves_nothing(runs, tmp_path, monkeypatc
     with pytest.raises(VerificationError, match="simulated"):
         merge_shards(runs["full"], tmp_path / "out")
     assert os.listdir(tmp_path) == []
+
+
+def test_an_architecture_mismatch_stops_the_writes_at_the_next_batch(runs, tiny_model_dir, tmp_path, monkeypatch):
+    # The architecture check runs beside the writes (it imports transformers' model code, ~2 s); when it
+    # fails, the writes must stop at once, not after the whole model. Made deterministic: the first
+    # batch's read waits until the check has failed.
+    from concurrent.futures import wait
+
+    from ossft import merge_shards as module
+    from ossft.errors import UserError
+
+    narrow = _config_only_base(tiny_model_dir, tmp_path / "narrow", hidden_size=32, intermediate_size=32)
+    checks, read = [], []
+    real_write_files = module._write_files
+
+    def write_files(*args, failed=None, **kwargs):
+        checks.append(failed)
+        return real_write_files(*args, failed=failed, **kwargs)
+
+    def progress(done, total):
+        wait(checks, timeout=60)
+        read.append((done, total))
+
+    monkeypatch.setattr(module, "_write_files", write_files)
+    monkeypatch.setattr(module, "READ_BATCH", 1)  # one tensor per batch
+    with pytest.raises(UserError, match=r"\[1045, 64\] in the save but \[1045, 32\] in the architecture"):
+        merge_shards(runs["full"], tmp_path / "out", base=str(narrow), on_progress=progress)
+    # Read: the embedding (the batch written) and one 8-byte tensor (read ahead), each as its 2 ranks' halves.
+    assert len(read) == 4 and read[-1][0] < read[-1][1] / 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["narrow"]  # no output, no staging folder
