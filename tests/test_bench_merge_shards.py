@@ -30,7 +30,9 @@ def test_benchmark_runs_both_tools_and_their_outputs_match(tmp_path):
     equal = re.search(r"^- outputs: equal: the same (\d+) tensors, byte for byte", out, re.M)
     assert saved and equal and saved[1] == equal[1], out
     assert re.search(rf"^- ossft / accelerate: peak RSS \*\*{NUMBER}\*\* .* MB/s \*\*{NUMBER}x\*\*", out, re.M)
-    rounds = re.search(r"^- ossft's speed over accelerate's, round by round: (\S+)x, (\S+)x; median \*\*(\S+)x\*\*", out, re.M)
+    rounds = re.search(
+        r"^- ossft's speed over accelerate's, round by round: (\S+)x, (\S+)x; median \*\*(\S+)x\*\*", out, re.M
+    )
     assert rounds and abs((float(rounds[1]) + float(rounds[2])) / 2 - float(rounds[3])) < 0.006, out
     assert "failed" not in out
     assert "--tiny --repeat 2 --write-benchmarks" in out
