@@ -28,3 +28,33 @@ def test_gpu_shapes_are_refused_without_a_gpu(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 2 and "only --shape tiny runs on CPU" in done.stderr
+
+
+def attempts_of(section: str) -> dict[int, bool]:
+    tried = re.search(r"- Tried: (.*)\.", section)
+    assert tried, section
+    return {int(seq): result == "ok" for seq, result in (item.split() for item in tried[1].split(", "))}
+
+
+def test_longest_sequence_probe_doubles_until_the_cap(tmp_path):
+    args = ("--shape", "tiny", "--longest", "--seq", "256", "--max-seq", "512", "--out", str(tmp_path / "out"))
+    section = run_bench_script("gpu_lora.py", tmp_path / "bench.md", *args)
+    assert "## Longest sequence, LoRA on the gpt-oss-tiny shape" in section
+    assert attempts_of(section) == {256: True, 512: True}
+    assert "Longest: **512 tokens** (no length up to --max-seq 512 ran out)" in section
+
+
+def test_longest_sequence_probe_finds_where_memory_runs_out(tmp_path):
+    # A real out-of-memory on CPU: each run may map 4 GiB more than its libraries. Eager attention's
+    # [4 heads, seq, seq] fp32 scores and their gradient alone take 0.75 GiB at 4096 tokens and 3 GiB
+    # at 8192, so the doubling stops at 8192 at the latest and the gap is then halved to 2048 tokens.
+    args = ("--shape", "tiny", "--longest", "--seq", "2048", "--resolution", "2048", "--memory-limit", "4")
+    args += ("--out", str(tmp_path / "out"))
+    section = run_bench_script("gpu_lora.py", tmp_path / "bench.md", *args)
+    attempts = attempts_of(section)
+    longest = max(seq for seq, fits in attempts.items() if fits)
+    failed = [seq for seq, fits in attempts.items() if not fits]
+    assert failed and 2048 <= longest < 8192, attempts
+    assert all(fits == (seq <= longest) for seq, fits in attempts.items()), attempts  # one boundary
+    assert min(failed) - longest <= 2048, attempts
+    assert f"Longest: **{longest:,} tokens**, peak reserved nan GiB." in section

@@ -16,15 +16,24 @@ and allocated memory, and MFU = 6 * N_active * tokens/s / peak bf16 FLOP/s, wher
 parameters one token goes through (attention, router, top-4 of the experts, embeddings excluded), the
 usual 2N forward + 4N backward; --peak-tflops sets the device's peak (H100 SXM dense bf16: 989).
 
+--longest finds the longest sequence ossft's configuration trains at micro-batch 1 instead: each
+length in a fresh process (an out-of-memory leaves the allocator in no state to go on), doubling from
+--seq until one runs out of memory, then halving the gap down to --resolution tokens (1024). --attn picks ossft's
+attention kernel (eager keeps the sinks exact everywhere; flex_attention on a GPU too, without the
+[heads, seq, seq] scores), --memory-limit GiB caps the process (an 80 GB card on a 141 GB H200).
+
 On CPU with --shape tiny the same code runs end to end in seconds (tests/test_bench_gpu_lora.py).
 
     python scripts/bench/gpu_lora.py --shape 20b --seq 2048 --micro-batch 4 --steps 12 --markdown BENCHMARKS.md
+    python scripts/bench/gpu_lora.py --shape 20b --longest --seq 8192 --attn flex_attention --memory-limit 80 --markdown BENCHMARKS.md
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +52,7 @@ def shape_of(name: str):
     return Shape(**TINY) if name == "tiny" else Shape(**PUBLISHED[f"openai/gpt-oss-{name}"], **SHARED)
 
 
-def random_model(shape, device: str, dtype):
+def random_model(shape, device: str, dtype, attn: str = "eager"):
     import torch
     from transformers import GptOssConfig, GptOssForCausalLM
 
@@ -60,7 +69,7 @@ def random_model(shape, device: str, dtype):
         layer_types=["sliding_attention", "full_attention"] * (shape.layers // 2),
         use_cache=False,
     )
-    config._attn_implementation = "eager"
+    config._attn_implementation = attn
     with torch.device(device):
         model = GptOssForCausalLM(config).to(dtype)
     return model
@@ -154,7 +163,7 @@ def run_config(name: str, args, shape, device: str) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     set_seed(0)
-    model = random_model(shape, device, dtype)
+    model = random_model(shape, device, dtype, "eager" if name == "cookbook" else args.attn)
     if name == "cookbook":
         targets = [f"{i}.mlp.experts.{p}" for i in expert_layers for p in ("gate_up_proj", "down_proj")]
         lora = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", target_parameters=targets)
@@ -194,19 +203,123 @@ def run_config(name: str, args, shape, device: str) -> dict:
     return result
 
 
-def report(results: list[dict], args, device: str) -> str:
+def limit_memory(gib: float | None) -> None:
+    """Let this run allocate at most `gib`: of device memory (CUDA's caching allocator), or of address
+    space beyond what the process has mapped already (CPU: the libraries' own mappings are large and
+    vary), so that the longest sequence found is the one a smaller device would train."""
+    import resource
+
+    import torch
+
+    if gib is None:
+        return
+    if torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total))
+    else:
+        mapped = int(Path("/proc/self/status").read_text().split("VmSize:")[1].split()[0]) * 1024
+        limit = mapped + int(gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    # CUDA raises torch.OutOfMemoryError; the CPU allocator a RuntimeError, and Python a MemoryError.
+    text = str(error)
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text
+
+
+def probe_once(args, shape, device: str) -> dict:
+    """One training run of ossft's configuration at --seq, micro-batch 1: its peak, or that it ran out."""
+    limit_memory(args.memory_limit)
+    args.micro_batch, args.steps, args.warmup = 1, 2, 1
+    try:
+        result = run_config("ossft", args, shape, device)
+    except Exception as error:  # noqa: BLE001 - anything but an out-of-memory is re-raised
+        if not is_out_of_memory(error):
+            raise
+        return {"seq": args.seq, "fits": False}
+    return {"seq": args.seq, "fits": True, **result}
+
+
+def probe(args, seq: int) -> dict:
+    command = [sys.executable, __file__, "--probe-one", *args.argv, "--seq", str(seq)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the run at seq {seq} failed:\n{done.stderr[-3000:]}")
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"  seq {seq}: {'trains' if found['fits'] else 'out of memory'}", file=sys.stderr)
+    return found
+
+
+def longest_sequence(args) -> tuple[dict | None, list[dict]]:
+    """Doubling from --seq until a length runs out of memory (or passes --max-seq), then bisecting the
+    gap down to --resolution tokens. Returns the longest run that trained and every attempt."""
+    attempts, seq = [], args.seq
+    while seq <= args.max_seq:
+        attempts.append(probe(args, seq))
+        if not attempts[-1]["fits"]:
+            break
+        seq *= 2
+    trained = [a for a in attempts if a["fits"]]
+    failed = [a["seq"] for a in attempts if not a["fits"]]
+    if failed and trained:
+        low, high = trained[-1]["seq"], failed[0]
+        while high - low > args.resolution:
+            middle = (low + high) // 2 // args.resolution * args.resolution
+            attempts.append(probe(args, middle))
+            low, high = (middle, high) if attempts[-1]["fits"] else (low, middle)
+        trained = [a for a in attempts if a["fits"]]
+    return (max(trained, key=lambda a: a["seq"]) if trained else None), attempts
+
+
+def longest_report(best: dict | None, attempts: list[dict], args, device: str) -> str:
+    tried = ", ".join(f"{a['seq']} {'ok' if a['fits'] else 'OOM'}" for a in sorted(attempts, key=lambda a: a["seq"]))
+    limit = f"capped at {args.memory_limit:g} GiB" if args.memory_limit else "the whole device"
+    lines = [
+        f"## Longest sequence, LoRA on the gpt-oss-{args.shape} shape ({datetime.date.today().isoformat()})",
+        "",
+        f"- Device: {device_name(device)}, {limit}; {versions()}.",
+        f"- Command: `python scripts/bench/gpu_lora.py {' '.join(args.argv)}`",
+        f"- ossft's configuration, attention {args.attn}, micro-batch 1, 2 steps per length, each length in a "
+        "fresh process; random bf16 weights, random tokens, every token trained.",
+        f"- Tried: {tried}.",
+        "",
+    ]
+    if best is None:
+        lines.append(f"Not even {args.seq:,} tokens trained.")
+    else:
+        reserved = best.get("peak_reserved_gib", float("nan"))
+        capped = (
+            "" if any(not a["fits"] for a in attempts) else f" (no length up to --max-seq {args.max_seq:,} ran out)"
+        )
+        lines.append(f"Longest: **{best['seq']:,} tokens**{capped}, peak reserved {reserved:.1f} GiB.")
+    return "\n".join(lines + [""])
+
+
+def device_name(device: str) -> str:
     import platform
 
+    import torch
+
+    return torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "CPU"
+
+
+def versions() -> str:
     import torch
     import transformers
     import trl
 
-    name = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "CPU"
+    return f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}"
+
+
+def report(results: list[dict], args, device: str) -> str:
     lines = [
         f"## LoRA on the gpt-oss-{args.shape} shape: ossft against the cookbook ({datetime.date.today().isoformat()})",
         "",
-        f"- Device: {name}; torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}.",
-        f"- Command: `python scripts/bench/gpu_lora.py {' '.join(sys.argv[1:])}`",
+        f"- Device: {device_name(device)}; {versions()}.",
+        f"- Command: `python scripts/bench/gpu_lora.py {' '.join(args.argv)}`",
         f"- seq {args.seq}, micro-batch {args.micro_batch}, {args.steps} steps (first {args.warmup} left out), "
         f"random bf16 weights, random tokens; MFU = 6 N_active tokens/s / {args.peak_tflops:g} TFLOP/s.",
         "",
@@ -239,7 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     parser.add_argument("--out", default="/tmp/ossft-bench-gpu")
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--attn", choices=("eager", "flex_attention"), default="eager", help="ossft's attention")
+    parser.add_argument("--longest", action="store_true", help="find the longest sequence ossft trains")
+    parser.add_argument("--max-seq", type=int, default=131_072, help="--longest stops doubling here")
+    parser.add_argument("--resolution", type=int, default=1024, help="--longest bisects down to this many tokens")
+    parser.add_argument("--memory-limit", type=float, help="GiB this process may use (--longest)")
+    parser.add_argument("--probe-one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.steps <= args.warmup:
         parser.error("--steps must be more than --warmup")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -247,8 +367,15 @@ def main(argv: list[str] | None = None) -> int:
         print("no GPU here: only --shape tiny runs on CPU", file=sys.stderr)
         return 2
     shape = shape_of(args.shape)
-    results = [run_config(name, args, shape, device) for name in ("cookbook", "ossft")]
-    section = report(results, args, device)
+    if args.probe_one:
+        print(json.dumps(probe_once(args, shape, device)))
+        return 0
+    if args.longest:
+        best, attempts = longest_sequence(args)
+        section = longest_report(best, attempts, args, device)
+    else:
+        results = [run_config(name, args, shape, device) for name in ("cookbook", "ossft")]
+        section = report(results, args, device)
     print(section)
     if args.markdown:
         with args.markdown.open("a", encoding="utf-8") as f:
