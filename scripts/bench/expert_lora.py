@@ -19,20 +19,14 @@ layer's output and in every LoRA gradient (same seed, same weights, same input).
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data_prep import append_markdown, load_average, run_facts  # noqa: E402
+from two_ways import add_common_arguments, compare_ways, largest_relative_difference, measure_step, save_result  # noqa: E402
 
 WAYS = ("stacked", "routed")
 SHAPES = {"20b": 32, "120b": 128}  # experts per layer; hidden and intermediate are 2880 in both
@@ -104,48 +98,23 @@ def worker(args) -> int:
         out.float().pow(2).mean().backward()
         return out
 
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out = step()
-    times = []
-    for _ in range(args.repeat):
-        sync()
-        started = time.perf_counter()
-        out = step()
-        sync()
-        times.append(time.perf_counter() - started)
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    measured, out = measure_step(step, device, args.repeat)
     grads = {n: p.grad.float().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    torch.save({"out": out.detach().float().cpu(), "grads": grads}, args.result)
-    print(json.dumps({"seconds": statistics.median(times), "peak_bytes": peak, "device": device}))
-    return 0
+    return save_result(measured, {"out": out.detach().float().cpu(), "grads": grads}, args.result)
 
 
-def run_way(args, way: str, result: Path) -> dict:
-    command = [sys.executable, __file__, "--worker", way, "--result", str(result)]
-    command += ["--tokens", str(args.tokens), "--experts", str(args.experts), "--hidden", str(args.hidden)]
-    command += ["--r", str(args.r), "--repeat", str(args.repeat), "--dtype", args.dtype]
-    finished = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(finished.stdout.strip().splitlines()[-1])
+def worker_arguments(args) -> list[str]:
+    return [
+        *("--tokens", str(args.tokens), "--experts", str(args.experts), "--hidden", str(args.hidden)),
+        *("--r", str(args.r), "--repeat", str(args.repeat), "--dtype", args.dtype),
+    ]
 
 
 def differences(stacked: dict, routed: dict) -> dict:
-    out = (stacked["out"] - routed["out"]).abs().max().item() / stacked["out"].abs().max().item()
-    grads = max(
-        (stacked["grads"][n] - routed["grads"][n]).abs().max().item() / stacked["grads"][n].abs().max().item()
-        for n in stacked["grads"]
-    )
-    return {"output": out, "grads": grads}
+    return {
+        "output": largest_relative_difference({"out": stacked["out"]}, {"out": routed["out"]}),
+        "grads": largest_relative_difference(stacked["grads"], routed["grads"]),
+    }
 
 
 def report(args, measured: dict, diff: dict, meta: dict) -> str:
@@ -188,9 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--r", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--markdown", type=Path, help="append the results to this file (BENCHMARKS.md)")
-    parser.add_argument("--worker", choices=WAYS, help=argparse.SUPPRESS)
-    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    add_common_arguments(parser, WAYS)
     args = parser.parse_args(argv)
     args.experts = args.experts or SHAPES[args.shape]
     return args
@@ -200,24 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    import torch
-
-    meta = {
-        **run_facts(__file__, ("torch", "transformers", "peft")),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load": load_average(),
-    }
-    with tempfile.TemporaryDirectory() as folder:
-        measured, saved = {}, {}
-        for way in WAYS:
-            result = Path(folder) / f"{way}.pt"
-            measured[way] = run_way(args, way, result)
-            saved[way] = torch.load(result)
-    section = report(args, measured, differences(saved["stacked"], saved["routed"]), meta)
-    print(section)
-    if args.markdown:
-        append_markdown(args.markdown, section)
-    return 0
+    return compare_ways(
+        __file__, args, WAYS, worker_arguments(args), ("torch", "transformers", "peft"), differences, report
+    )
 
 
 if __name__ == "__main__":

@@ -21,20 +21,14 @@ in the trained parameters' gradients.
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data_prep import append_markdown, load_average, run_facts  # noqa: E402
+from two_ways import add_common_arguments, compare_ways, largest_relative_difference, measure_step, save_result  # noqa: E402
 
 WAYS = ("full", "fused")
 GPT_OSS_VOCAB = 201_088
@@ -94,50 +88,24 @@ def worker(args) -> int:
         loss.backward()
         return loss
 
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    loss = step()
-    times = []
-    for _ in range(args.repeat):
-        sync()
-        started = time.perf_counter()
-        loss = step()
-        sync()
-        times.append(time.perf_counter() - started)
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    measured, loss = measure_step(step, device, args.repeat)
     grads = {n: p.grad.float().cpu() for n, p in model.named_parameters() if p.grad is not None}
-    torch.save({"loss": loss.item(), "grads": grads}, args.result)
-    print(json.dumps({"seconds": statistics.median(times), "peak_bytes": peak, "device": device}))
-    return 0
+    return save_result(measured, {"loss": loss.item(), "grads": grads}, args.result)
 
 
-def run_way(args, way: str, result: Path) -> dict:
-    command = [sys.executable, __file__, "--worker", way, "--result", str(result)]
-    command += ["--tokens", str(args.tokens), "--hidden", str(args.hidden), "--vocab", str(args.vocab)]
-    command += ["--repeat", str(args.repeat), "--dtype", args.dtype]
-    finished = subprocess.run(command, capture_output=True, text=True)
-    if finished.returncode != 0:
-        raise SystemExit(f"the {way} run failed:\n{finished.stderr[-3000:]}")
-    return json.loads(finished.stdout.strip().splitlines()[-1])
+def worker_arguments(args) -> list[str]:
+    return [
+        *("--tokens", str(args.tokens), "--hidden", str(args.hidden), "--vocab", str(args.vocab)),
+        *("--repeat", str(args.repeat), "--dtype", args.dtype),
+    ]
 
 
 def differences(full: dict, fused: dict) -> dict:
-    loss = abs(full["loss"] - fused["loss"]) / abs(full["loss"])
-    grads = max(
-        (full["grads"][n] - fused["grads"][n]).abs().max().item() / full["grads"][n].abs().max().item()
-        for n in full["grads"]
-    )
-    return {"loss": loss, "grads": grads, "trained": len(full["grads"])}
+    return {
+        "loss": abs(full["loss"] - fused["loss"]) / abs(full["loss"]),
+        "grads": largest_relative_difference(full["grads"], fused["grads"]),
+        "trained": len(full["grads"]),
+    }
 
 
 def report(args, measured: dict, diff: dict, meta: dict) -> str:
@@ -179,9 +147,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocab", type=int, default=GPT_OSS_VOCAB)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--markdown", type=Path, help="append the results to this file (BENCHMARKS.md)")
-    parser.add_argument("--worker", choices=WAYS, help=argparse.SUPPRESS)
-    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    add_common_arguments(parser, WAYS)
     return parser.parse_args(argv)
 
 
@@ -189,24 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    import torch
-
-    meta = {
-        **run_facts(__file__, ("torch", "transformers", "trl")),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load": load_average(),
-    }
-    with tempfile.TemporaryDirectory() as folder:
-        measured, saved = {}, {}
-        for way in WAYS:
-            result = Path(folder) / f"{way}.pt"
-            measured[way] = run_way(args, way, result)
-            saved[way] = torch.load(result)
-    section = report(args, measured, differences(saved["full"], saved["fused"]), meta)
-    print(section)
-    if args.markdown:
-        append_markdown(args.markdown, section)
-    return 0
+    return compare_ways(
+        __file__, args, WAYS, worker_arguments(args), ("torch", "transformers", "trl"), differences, report
+    )
 
 
 if __name__ == "__main__":
