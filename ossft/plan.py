@@ -271,7 +271,9 @@ def longest_sequence(recipe, layout: Layout, gpu_memory_gib: float, step: int = 
         return fits(estimate_workload(shape, replace(workload, seq=multiple * step), layout), gpu_memory_gib)
 
     low, high = 0, 1
-    while fits_at(high) and high < MAX_SEQUENCE // step:
+    while fits_at(high):
+        if high >= MAX_SEQUENCE // step:
+            return high * step
         low, high = high, high * 2
     while high - low > 1:
         middle = (low + high) // 2

@@ -122,3 +122,9 @@ def test_plan_prints_the_longest_sequence(cli):
     assert "longest train.max_length that fits at micro-batch 4: " in result.stdout
     tiny_gpu = cli("plan", LORA_1GPU, "--gpu-memory", "40")
     assert "not even 1,024 tokens fit at micro-batch 4" in tiny_gpu.stdout
+
+
+def test_longest_sequence_stops_at_its_cap():
+    recipe = load_recipe(LORA_1GPU, ["model.attn_implementation=flex_attention", "train.per_device_train_batch_size=1"])
+    # 10 TiB of GPU memory: everything fits, and the search stops at its cap, which itself fits.
+    assert plan.longest_sequence(recipe, plan.layout_for(recipe), 10 * 1024) == plan.MAX_SEQUENCE
