@@ -21,6 +21,7 @@ only then renamed, so a crash never leaves a half-merged folder that looks compl
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import shutil
@@ -351,8 +352,9 @@ def _write_files(
         return targets
 
     batches = {file: plan_shards(plan, READ_BATCH) for file, plan in files.items()}
-    loaded = _read_ahead([batch for file_batches in batches.values() for batch in file_batches], load)
-    with ThreadPoolExecutor(max_workers=1) as hasher:
+    reads = _read_ahead([batch for file_batches in batches.values() for batch in file_batches], load)
+    # closing(): on an error the read in flight is waited for, so no thread reads on after this returns.
+    with ThreadPoolExecutor(max_workers=1) as hasher, contextlib.closing(reads) as loaded:
         for file, plan in files.items():
             specs = [(t.name, t.shape, t.dtype) for t in plan]
             with StreamedSafetensorsWriter(staging / file, specs, {"format": "pt"}) as writer:

@@ -380,6 +380,7 @@ def test_an_architecture_mismatch_stops_the_writes_at_the_next_batch(runs, tiny_
     monkeypatch.setattr(module, "READ_BATCH", 1)  # one tensor per batch
     with pytest.raises(UserError, match=r"\[1045, 64\] in the save but \[1045, 32\] in the architecture"):
         merge_shards(runs["full"], tmp_path / "out", base=str(narrow), on_progress=progress)
-    # Read: the embedding (the batch written) and one 8-byte tensor (read ahead), each as its 2 ranks' halves.
+    # Read: the embedding (the batch written) and one 8-byte tensor (read ahead, waited for before
+    # merge_shards returns), each as its 2 ranks' halves.
     assert len(read) == 4 and read[-1][0] < read[-1][1] / 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["narrow"]  # no output, no staging folder
