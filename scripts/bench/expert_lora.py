@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from two_ways import add_common_arguments, compare_ways, largest_relative_difference, measure_step, save_result  # noqa: E402
+from two_ways import Comparison, add_common_arguments, largest_relative_difference, measure_step, save_result  # noqa: E402
 
 WAYS = ("stacked", "routed")
 SHAPES = {"20b": 32, "120b": 128}  # experts per layer; hidden and intermediate are 2880 in both
@@ -117,35 +117,33 @@ def differences(stacked: dict, routed: dict) -> dict:
     }
 
 
-def report(args, measured: dict, diff: dict, meta: dict) -> str:
-    stacked, routed = measured["stacked"], measured["routed"]
-    device = stacked["device"]
-    machine = meta["gpu"] if device == "cuda" else f"{meta['cpu']}, {meta['cores']} cores usable"
-    lines = [
-        f"## Expert LoRA: PEFT's stacked delta against the routed one, one layer ({meta['date']})",
-        "",
-        f"- machine: {machine}; 1-minute load average {meta['load']} before the runs",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-        f"- command: `{meta['command']}`",
+def details(args) -> list[str]:
+    return [
         f"- layer: {args.experts} experts, hidden = intermediate = {args.hidden}, top-4, LoRA r={args.r} on "
         f"gate_up_proj and down_proj, {args.tokens} tokens, {args.dtype}; forward + backward, median of "
-        f"{args.repeat} after a warm-up; each way in its own process",
-        "",
-        "| way | seconds per step | peak memory added (MiB) |",
-        "| --- | ---: | ---: |",
+        f"{args.repeat} after a warm-up; each way in its own process"
     ]
-    for way in WAYS:
-        lines.append(f"| {way} | {measured[way]['seconds']:.3f} | {measured[way]['peak_bytes'] / 2**20:,.0f} |")
-    lines += [
-        "",
-        f"- routed / stacked: time **{routed['seconds'] / stacked['seconds']:.2f}**, peak memory added "
-        f"**{routed['peak_bytes'] / max(stacked['peak_bytes'], 1):.2f}**",
+
+
+def difference_note(diff: dict) -> str:
+    return (
         f"- largest difference relative to the largest value: output {diff['output']:.1e}, "
         f"LoRA gradients {diff['grads']:.1e} (summation order only: tests/test_expert_lora.py finds them "
-        "equal to 1e-12 in float64)",
-        "",
-    ]
-    return "\n".join(lines)
+        "equal to 1e-12 in float64)"
+    )
+
+
+COMPARISON = Comparison(
+    script=__file__,
+    title="Expert LoRA: PEFT's stacked delta against the routed one, one layer",
+    ways=WAYS,
+    packages=("torch", "transformers", "peft"),
+    worker=worker,
+    worker_arguments=worker_arguments,
+    differences=differences,
+    details=details,
+    difference_note=difference_note,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -164,12 +162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.worker:
-        return worker(args)
-    return compare_ways(
-        __file__, args, WAYS, worker_arguments(args), ("torch", "transformers", "peft"), differences, report
-    )
+    return COMPARISON.run(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from two_ways import add_common_arguments, compare_ways, largest_relative_difference, measure_step, save_result  # noqa: E402
+from two_ways import Comparison, add_common_arguments, largest_relative_difference, measure_step, save_result  # noqa: E402
 
 WAYS = ("full", "fused")
 GPT_OSS_VOCAB = 201_088
@@ -108,36 +108,34 @@ def differences(full: dict, fused: dict) -> dict:
     }
 
 
-def report(args, measured: dict, diff: dict, meta: dict) -> str:
-    full, fused = measured["full"], measured["fused"]
-    device = full["device"]
-    machine = meta["gpu"] if device == "cuda" else f"{meta['cpu']}, {meta['cores']} cores usable"
+def details(args) -> list[str]:
     logits = args.tokens * args.vocab * {"float32": 4, "bfloat16": 2}[args.dtype]
-    lines = [
-        f"## Loss over the vocabulary: full logits against TRL's fused LM head ({meta['date']})",
-        "",
-        f"- machine: {machine}; 1-minute load average {meta['load']} before the runs",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-        f"- command: `{meta['command']}`",
+    return [
         f"- model: GptOssForCausalLM, vocabulary {args.vocab:,}, hidden {args.hidden}, one layer, {args.dtype}; "
         f"{args.tokens:,} tokens, the first {PROMPT_SHARE:.0%} prompt (label -100); embeddings and LM head "
         f"frozen; forward + backward, median of {args.repeat} after a warm-up; each way in its own process",
         f"- one copy of the logits would be {logits / 2**20:,.0f} MiB",
-        "",
-        "| way | seconds per step | peak memory added (MiB) |",
-        "| --- | ---: | ---: |",
     ]
-    for way in WAYS:
-        lines.append(f"| {way} | {measured[way]['seconds']:.3f} | {measured[way]['peak_bytes'] / 2**20:,.0f} |")
-    lines += [
-        "",
-        f"- fused / full: time **{fused['seconds'] / full['seconds']:.2f}**, peak memory added "
-        f"**{fused['peak_bytes'] / max(full['peak_bytes'], 1):.2f}**",
+
+
+def difference_note(diff: dict) -> str:
+    return (
         f"- largest difference relative to the largest value: loss {diff['loss']:.1e}, gradients of the "
-        f"{diff['trained']} trained tensors {diff['grads']:.1e}",
-        "",
-    ]
-    return "\n".join(lines)
+        f"{diff['trained']} trained tensors {diff['grads']:.1e}"
+    )
+
+
+COMPARISON = Comparison(
+    script=__file__,
+    title="Loss over the vocabulary: full logits against TRL's fused LM head",
+    ways=WAYS,
+    packages=("torch", "transformers", "trl"),
+    worker=worker,
+    worker_arguments=worker_arguments,
+    differences=differences,
+    details=details,
+    difference_note=difference_note,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -152,12 +150,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.worker:
-        return worker(args)
-    return compare_ways(
-        __file__, args, WAYS, worker_arguments(args), ("torch", "transformers", "trl"), differences, report
-    )
+    return COMPARISON.run(parse_args(argv))
 
 
 if __name__ == "__main__":

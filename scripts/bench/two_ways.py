@@ -2,8 +2,8 @@
 peak memory is its own), timed after a warm-up, its results saved for the comparison.
 
 A way's worker builds its step and calls `measure_step`, then `save_result`; the parent calls
-`compare_ways`, which starts the script once per way with `--worker WAY --result FILE` and the given
-arguments, compares what the ways saved, and prints (and appends) the script's report."""
+`Comparison.run`, which starts the script once per way with `--worker WAY --result FILE` and the
+script's arguments, compares what the ways saved, and prints (and appends) the section."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep import append_markdown, load_average, run_facts
@@ -101,13 +102,54 @@ def add_common_arguments(parser, ways: tuple[str, str]) -> None:
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
 
 
-def compare_ways(script: str, args, ways: tuple[str, str], arguments: list[str], packages, differences, report) -> int:
-    """The parent's whole run: both ways, `differences(first_saved, second_saved)`, then
-    `report(args, measured, differences, facts)` printed and appended to --markdown."""
-    facts = bench_facts(script, packages)
-    measured, saved = run_ways(script, ways, arguments)
-    section = report(args, measured, differences(*(saved[way] for way in ways)), facts)
-    print(section)
-    if args.markdown:
-        append_markdown(args.markdown, section)
-    return 0
+@dataclass(frozen=True)
+class Comparison:
+    """One benchmark of two ways: what its script supplies; `run(args)` is then the script's main."""
+
+    script: str
+    title: str  # the BENCHMARKS.md heading, without the date
+    ways: tuple[str, str]  # (baseline, contender): ratios are contender / baseline
+    packages: tuple[str, ...]  # whose versions the section names
+    worker: Callable  # worker(args) -> exit code, in the process of one way
+    worker_arguments: Callable  # worker_arguments(args) -> the options each worker process gets
+    differences: Callable  # differences(baseline_saved, contender_saved) -> dict
+    details: Callable  # details(args) -> the lines that say what was measured
+    difference_note: Callable  # difference_note(differences) -> the line that says how far the ways differ
+
+    def run(self, args) -> int:
+        if args.worker:
+            return self.worker(args)
+        facts = bench_facts(self.script, self.packages)
+        measured, saved = run_ways(self.script, self.ways, self.worker_arguments(args))
+        diff = self.differences(*(saved[way] for way in self.ways))
+        section = self.section(args, measured, diff, facts)
+        print(section)
+        if args.markdown:
+            append_markdown(args.markdown, section)
+        return 0
+
+    def section(self, args, measured: dict, diff: dict, facts: dict) -> str:
+        baseline, contender = (measured[way] for way in self.ways)
+        gpu = baseline["device"] == "cuda"
+        machine = facts["gpu"] if gpu else f"{facts['cpu']}, {facts['cores']} cores usable"
+        lines = [
+            f"## {self.title} ({facts['date']})",
+            "",
+            f"- machine: {machine}; 1-minute load average {facts['load']} before the runs",
+            "- versions: " + ", ".join(f"{k} {v}" for k, v in facts["versions"].items()),
+            f"- command: `{facts['command']}`",
+            *self.details(args),
+            "",
+            "| way | seconds per step | peak memory added (MiB) |",
+            "| --- | ---: | ---: |",
+            *(
+                f"| {way} | {measured[way]['seconds']:.3f} | {measured[way]['peak_bytes'] / 2**20:,.0f} |"
+                for way in self.ways
+            ),
+            "",
+            f"- {self.ways[1]} / {self.ways[0]}: time **{contender['seconds'] / baseline['seconds']:.2f}**, "
+            f"peak memory added **{contender['peak_bytes'] / max(baseline['peak_bytes'], 1):.2f}**",
+            self.difference_note(diff),
+            "",
+        ]
+        return "\n".join(lines)
