@@ -262,26 +262,40 @@ def describe(e: Estimate) -> list[tuple[str, str]]:
 
 
 def longest_sequence(recipe, layout: Layout, gpu_memory_gib: float, step: int = 1024) -> int:
-    """The longest train.max_length, a multiple of `step`, whose estimate fits; 0 when not even `step`
-    does. Memory grows with the sequence, so a binary search finds it."""
+    """The longest train.max_length, a multiple of `step`, whose estimate fits; 0 when not even `step` does."""
     shape = model_shape(recipe.model.base_model)
     workload = workload_of(recipe, layout, shape)
 
-    def fits_at(multiple: int) -> bool:
-        return fits(estimate_workload(shape, replace(workload, seq=multiple * step), layout), gpu_memory_gib)
+    def fits_at(seq: int) -> bool:
+        return fits(estimate_workload(shape, replace(workload, seq=seq), layout), gpu_memory_gib)
 
-    low, high = 0, 1
-    while fits_at(high):
-        if high >= MAX_SEQUENCE // step:
-            return high * step
-        low, high = high, high * 2
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if fits_at(middle) else (low, middle)
-    return low * step
+    return longest_passing(fits_at, start=step, step=step, cap=MAX_SEQUENCE)
 
 
 MAX_SEQUENCE = 1 << 20  # tokens; the search stops there (gpt-oss itself is trained to 131,072)
+
+
+def longest_passing(passes, start: int, step: int, cap: int) -> int:
+    """The longest length that `passes`, for a test that passes below some length and fails above it
+    (memory grows with the sequence): doubling from `start` until a length fails or doubling would pass
+    `cap`, then halving the gap down to `step`. 0 when `start` fails. Shared by `ossft plan` (an
+    estimate per length) and scripts/bench/gpu_lora.py --longest (a training run per length)."""
+    if not passes(start):
+        return 0
+    low = start
+    while True:
+        if low * 2 > cap:
+            return low
+        if not passes(low * 2):
+            break
+        low *= 2
+    high = low * 2
+    while high - low > step:
+        middle = max((low + high) // 2 // step * step, low + step)
+        if middle >= high:
+            break
+        low, high = (middle, high) if passes(middle) else (low, middle)
+    return low
 
 
 def fits(e: Estimate, gpu_memory_gib: float) -> bool:

@@ -128,3 +128,23 @@ def test_longest_sequence_stops_at_its_cap():
     recipe = load_recipe(LORA_1GPU, ["model.attn_implementation=flex_attention", "train.per_device_train_batch_size=1"])
     # 10 TiB of GPU memory: everything fits, and the search stops at its cap, which itself fits.
     assert plan.longest_sequence(recipe, plan.layout_for(recipe), 10 * 1024) == plan.MAX_SEQUENCE
+
+
+@pytest.mark.parametrize(
+    ("limit", "start", "step", "cap", "longest", "tried"),
+    [
+        (5000, 1024, 1024, 1 << 20, 4096, [1024, 2048, 4096, 8192, 6144, 5120]),
+        (500, 1024, 1024, 1 << 20, 0, [1024]),
+        (10**9, 256, 1024, 512, 512, [256, 512]),  # the cap passes: no bisection
+        (5000, 3000, 1024, 1 << 20, 4096, [3000, 6000, 4096, 5120]),  # a start off the step grid still ends
+    ],
+)
+def test_longest_passing_doubles_then_bisects(limit, start, step, cap, longest, tried):
+    asked = []
+
+    def passes(seq):
+        asked.append(seq)
+        return seq <= limit
+
+    assert plan.longest_passing(passes, start=start, step=step, cap=cap) == longest
+    assert asked == tried

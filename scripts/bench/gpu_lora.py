@@ -254,24 +254,18 @@ def probe(args, seq: int) -> dict:
 
 
 def longest_sequence(args) -> tuple[dict | None, list[dict]]:
-    """Doubling from --seq until a length runs out of memory (or passes --max-seq), then bisecting the
-    gap down to --resolution tokens. Returns the longest run that trained and every attempt."""
-    attempts, seq = [], args.seq
-    while seq <= args.max_seq:
+    """The longest run that trained, by ossft.plan's search (doubling from --seq, then bisecting down to
+    --resolution, never past --max-seq), and every attempt."""
+    from ossft.plan import longest_passing
+
+    attempts = []
+
+    def trains(seq: int) -> bool:
         attempts.append(probe(args, seq))
-        if not attempts[-1]["fits"]:
-            break
-        seq *= 2
-    trained = [a for a in attempts if a["fits"]]
-    failed = [a["seq"] for a in attempts if not a["fits"]]
-    if failed and trained:
-        low, high = trained[-1]["seq"], failed[0]
-        while high - low > args.resolution:
-            middle = (low + high) // 2 // args.resolution * args.resolution
-            attempts.append(probe(args, middle))
-            low, high = (middle, high) if attempts[-1]["fits"] else (low, middle)
-        trained = [a for a in attempts if a["fits"]]
-    return (max(trained, key=lambda a: a["seq"]) if trained else None), attempts
+        return attempts[-1]["fits"]
+
+    longest = longest_passing(trains, start=args.seq, step=args.resolution, cap=args.max_seq)
+    return next((a for a in attempts if a["seq"] == longest and a["fits"]), None), attempts
 
 
 def longest_report(best: dict | None, attempts: list[dict], args, device: str) -> str:
