@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
+export PATH="$(cd "${OSSFT_VENV:-.venv}" && pwd)/bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 
 [ -f models/tiny-gpt-oss/config.json ] || ossft tiny-model models/tiny-gpt-oss
 ossft train recipes/quickstart.yaml "$@"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from ossft import mxfp4
 from ossft.model import load_model
@@ -66,16 +66,43 @@ def test_mxfp4_loads_through_the_recipe_with_the_packed_values(mxfp4_dir, tiny_m
     assert not hasattr(model.config, "quantization_config") and model.config.use_cache is False
 
 
-def test_naive_save_of_a_dequantized_model_is_caught(mxfp4_dir, tmp_path):
-    # transformers' own save writes the bf16 experts back under *_blocks names (design.md trap 1).
+def _dequantized(mxfp4_dir):
     from transformers import AutoModelForCausalLM, Mxfp4Config
 
-    model = AutoModelForCausalLM.from_pretrained(
+    return AutoModelForCausalLM.from_pretrained(
         mxfp4_dir, quantization_config=Mxfp4Config(dequantize=True), dtype=torch.float32
     )
-    model.save_pretrained(tmp_path / "naive")
-    with pytest.raises(VerificationError, match="not what the architecture expects"):
-        verify_model_folder(tmp_path / "naive", digests(model.state_dict()))
+
+
+def test_the_trap_1_save_is_caught(mxfp4_dir, tmp_path):
+    # The save that transformers up to 5.23 wrote for a dequantized model (docs trap 1; 5.24 and
+    # 5.25 save plain names): the float experts under their MXFP4 names `*_blocks`, and no
+    # quantization_config. Built here by hand, so the guard stays tested whatever transformers does.
+    model = _dequantized(mxfp4_dir)
+    model.save_pretrained(tmp_path / "wrong")
+    weights = tmp_path / "wrong" / "model.safetensors"
+    tensors = load_file(weights)
+    renamed = {(f"{k}_blocks" if k.endswith(EXPERTS) else k): v for k, v in tensors.items()}
+    assert len(set(renamed) - set(tensors)) == 4  # both expert weights of both layers
+    save_file(renamed, weights, metadata={"format": "pt"})
+    assert "quantization_config" not in json.loads((tmp_path / "wrong" / "config.json").read_text())
+    with pytest.raises(VerificationError, match="not what the architecture expects") as caught:
+        verify_model_folder(tmp_path / "wrong", digests(model.state_dict()))
+    assert "model.layers.0.mlp.experts.down_proj" in str(caught.value)  # named among the missing
+
+
+def test_ossft_forgets_the_mxfp4_layout_before_any_save(mxfp4_dir, tmp_path):
+    # Whatever the installed transformers would do with a dequantized model, one loaded through
+    # ossft saves plain names and no quantization_config, and reloads with the same experts.
+    from transformers import AutoModelForCausalLM
+
+    model = load_model(recipe_for(mxfp4_dir, tmp_path))
+    model.save_pretrained(tmp_path / "saved")
+    verified = verify_model_folder(tmp_path / "saved", digests(model.state_dict()))
+    assert verified.architecture == "GptOssForCausalLM"
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved", dtype=torch.float32).state_dict()
+    for key in (f"model.layers.{layer}.{name}" for layer in range(2) for name in EXPERTS):
+        assert torch.equal(reloaded[key], model.state_dict()[key]), key
 
 
 def test_full_fine_tune_of_the_mxfp4_model_saves_what_it_trained(mxfp4_dir, tmp_path):
