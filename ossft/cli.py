@@ -64,14 +64,33 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebac
 @app.command()
 @user_errors
 def validate(recipe: RecipeArg, set_: SetOpt = None):
-    """Check a recipe and print it resolved, every default filled in.
+    """Check a recipe and that its data can be found; print it resolved, every default filled in.
+
+    Local data paths are resolved as training resolves them (from the current folder); a Hub dataset
+    that is not in the local cache is a warning, since training may download it.
 
     Example: ossft validate recipes/quickstart.yaml --set train.learning_rate=1e-4
     """
-    from ossft.recipe import dump_recipe, load_recipe
+    from ossft.data import source_spec
+    from ossft.recipe import dump_recipe, load_recipe_with_origins
+    from ossft.sources import check_source
 
-    resolved = load_recipe(recipe, set_ or [])
+    resolved, origins = load_recipe_with_origins(recipe, set_ or [])
+    problems, warnings = [], []
+    for index, source in enumerate(resolved.data.datasets):
+        origin = origins.of(("data", "datasets", index, "path"))
+        try:
+            warning = check_source(source_spec(source))
+        except UserError as exc:  # training's words, so the two never disagree; only the line is added
+            problems.append(f"{origin}: {exc}")
+            continue
+        if warning:
+            warnings.append(f"{origin}: {warning}")
+    if problems:
+        raise UserError("\n".join(problems))
     sys.stdout.write(dump_recipe(resolved))
+    for warning in warnings:
+        errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     errors.print(f"[green]ok:[/] {recipe} is a valid recipe.")
 
 

@@ -259,7 +259,28 @@ def recipe_model() -> type[BaseModel]:
 # Loading
 
 
+@dataclasses.dataclass
+class RecipeOrigins:
+    """Where each value of a loaded recipe was written: a line of the file, or a --set."""
+
+    doc: YamlDoc
+    overridden: dict[tuple, str]
+
+    def of(self, path: tuple) -> str:
+        """`FILE line N` or `--set KEY=VALUE`, for a message about the value at `path`."""
+        text = next((t for p, t in self.overridden.items() if p == tuple(path[: len(p)])), None)
+        if text is not None:
+            return f"--set {text}"
+        line = self.doc.line_of(tuple(path))
+        return f"{self.doc.source} line {line}" if line else self.doc.source
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> BaseModel:
+    return load_recipe_with_origins(path, overrides)[0]
+
+
+def load_recipe_with_origins(path: str | Path, overrides: list[str] = ()) -> tuple[BaseModel, RecipeOrigins]:
+    """The recipe, and where its values were written, for checks made after loading."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"recipe not found: {path}. Pass the path of a YAML recipe, e.g. recipes/quickstart.yaml.")
@@ -270,15 +291,15 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> BaseModel:
             f"{path} line 1: the recipe must be a mapping of sections (model:, data:, train:, ...), "
             f"but the file holds a {kind}."
         )
-    overridden = apply_overrides(doc.data, overrides)
+    origins = RecipeOrigins(doc, apply_overrides(doc.data, overrides))
     Recipe = recipe_model()
     try:
         recipe = Recipe.model_validate(doc.data)
     except ValidationError as exc:
-        raise UserError(format_errors(exc, doc, overridden, Recipe)) from exc
+        raise UserError(format_errors(exc, origins, Recipe)) from exc
     if recipe.output.dir is None:
         recipe.output.dir = str(Path("outputs") / path.stem)
-    return recipe
+    return recipe, origins
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict[tuple, str]:
@@ -306,16 +327,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict[tuple, str]:
     return applied
 
 
-def format_errors(exc: ValidationError, doc: YamlDoc, overridden: dict[tuple, str], Recipe: type[BaseModel]) -> str:
+def format_errors(exc: ValidationError, origins: RecipeOrigins, Recipe: type[BaseModel]) -> str:
     messages = []
     for error in exc.errors()[:8]:
-        path = _data_path(error["loc"], doc.data)
+        path = _data_path(error["loc"], origins.doc.data)
         dotted = ".".join(map(str, path)) or "(top level)"
-        origin = next((f"--set {t}" for p, t in overridden.items() if p == tuple(path[: len(p)])), None)
-        if origin is None:
-            line = doc.line_of(tuple(path))
-            origin = f"{doc.source} line {line}" if line else doc.source
-        messages.append(f"{origin}: {_describe(error, path, dotted, Recipe)}")
+        messages.append(f"{origins.of(tuple(path))}: {_describe(error, path, dotted, Recipe)}")
     if len(exc.errors()) > 8:
         messages.append(f"... and {len(exc.errors()) - 8} more problems.")
     return "\n".join(messages)

@@ -82,6 +82,27 @@ def source_fingerprint(spec: SourceSpec) -> str:
     return _fingerprint(spec, content)
 
 
+def check_source(spec: SourceSpec) -> str | None:
+    """Find the source as training will, reading no row: raise what training would raise about its
+    path; return a warning for a Hub dataset that is not in the local cache, else None.
+
+    Not finding a Hub dataset locally is only a warning: training may run on another machine, or
+    online, where `load_dataset` downloads it.
+    """
+    if _resolve(spec).kind != "hub" or _hub_cached(spec):
+        return None
+    from datasets import config
+
+    if config.HF_HUB_OFFLINE:
+        then = (
+            "HF_HUB_OFFLINE is set, so training here would stop: fill the cache on a machine with network "
+            f"(datasets.load_dataset('{spec.path}')), or give a local path."
+        )
+    else:
+        then = "training will download it from the Hub (whether the Hub has it is not checked here)."
+    return f"{spec.path} is not in the local Hugging Face cache ({config.HF_DATASETS_CACHE}); {then}"
+
+
 def split_validation(n_rows: int, val_set_size: float | int, seed: int) -> tuple[list[int], list[int]]:
     """(train positions, eval positions), both ascending; the eval ones a seeded random choice."""
     if val_set_size is None or (val_set_size == 0 and not isinstance(val_set_size, bool)):
@@ -392,6 +413,19 @@ def _hub_dataset(spec: SourceSpec):
             f"provide it ({_root_cause(exc)}). Check the id, data.datasets[].name and split, or give a local path "
             "(with HF_HUB_OFFLINE=1 only the local cache is asked)."
         ) from exc
+
+
+def _hub_cached(spec: SourceSpec) -> bool:
+    # The copy load_dataset falls back to when the Hub cannot be asked: prepared Arrow files under
+    # HF_DATASETS_CACHE. Offline it never reads the Hub's download cache, so files there do not count.
+    from datasets.load import CachedDatasetModuleFactory
+
+    with quiet_datasets():  # its "Using the latest cached version" notice
+        try:
+            CachedDatasetModuleFactory(spec.path).get_module()
+        except FileNotFoundError:
+            return False
+    return True
 
 
 def _root_cause(exc: BaseException) -> str:

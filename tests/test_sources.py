@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ossft.errors import UserError
-from ossft.sources import LoadedRows, SourceSpec, load_rows, source_fingerprint, split_validation
+from ossft.sources import LoadedRows, SourceSpec, check_source, load_rows, source_fingerprint, split_validation
 
 ROWS = [{"id": i, "text": f"row {i}"} for i in range(10)]
 
@@ -467,3 +467,15 @@ def test_import_is_cheap():
     code = "import sys, ossft.sources; print('datasets' in sys.modules, 'pyarrow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_check_source_finds_the_source_without_reading_a_row(tmp_path, monkeypatch):
+    # Cheap enough for `ossft validate`: an existing file passes even when its rows would not parse.
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n", encoding="utf-8")
+    assert check_source(SourceSpec(str(broken))) is None
+    monkeypatch.chdir(tmp_path)
+    for path in ("data/nope.jsonl", "data/*.jsonl"):
+        with pytest.raises(UserError) as info:
+            check_source(SourceSpec(path))
+        assert str(info.value) == user_error(SourceSpec(path))
