@@ -4,9 +4,9 @@ Pure Python on purpose (no torch, no transformers): what the model trains on can
 as text. A conversation becomes a list of `Piece`s, each either a special token or a run of plain
 text; `data.py` turns pieces into token ids, and `masks.py` decides from those ids what is trained.
 
-Training examples follow what a server shows the model (see `training_examples`): a turn's analysis
-is visible while the turn is being written (tool calls included) and gone once the turn has ended
-in a final answer.
+Training examples follow what the harmony format guide has a server show the model (see
+`training_examples`): a turn's analysis is visible while the turn is being written (tool calls
+included) and gone once a final answer has followed it.
 """
 
 from __future__ import annotations
@@ -211,10 +211,11 @@ def training_examples(
 ) -> list[Example]:
     """The training examples of one conversation.
 
-    thinking "per_turn": one example per trained assistant turn, in the context a server gives it:
-      analysis that came before a final answer is gone, the trained turn keeps all of its own (so
-      does an unfinished tool-calling turn before it). openai-harmony's `auto_drop_analysis` drops
-      analysis before the *first* final, which would strip a one-turn example of its reasoning.
+    thinking "per_turn": one example per trained assistant turn, in the context the format guide
+      gives it: analysis that came before a final answer is gone, the trained turn keeps all of its
+      own (so does an unfinished tool-calling turn before it). openai-harmony's `auto_drop_analysis`
+      is narrower: it drops only the analysis before the *first* final, and only when the last
+      assistant message is a final, which would strip a one-turn example of its reasoning.
     thinking "keep_all": one example, every turn with its analysis (cheaper: each token once).
     train_on "all_turns" or "last_turn": which assistant turns are trained.
     """
@@ -235,8 +236,8 @@ def _context_for_turn(messages: tuple[Message, ...], start: int, end: int) -> tu
 
 
 def visible_history(messages: Iterable[Message]) -> list[Message]:
-    """What a server shows the model of earlier messages: analysis that a final answer followed is
-    gone; analysis of a turn still calling tools stays."""
+    """What the format guide has a server show the model of earlier messages: analysis that a final
+    answer followed is gone; analysis of a turn still calling tools stays."""
     messages = list(messages)
     return [
         m

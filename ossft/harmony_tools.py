@@ -8,7 +8,8 @@ src/encoding.rs) renders them, quirks included, so that a prompt built here matc
 * a property is `name: T,` when listed in `required`, else `name?: T,`; its `title` (`// T` then `//`),
   `description` (`// text`) and string `examples` (`// Examples:` / `// - "x"`) go on comment lines above it,
   and a `default` goes after the comma (`// default: X`: strings are quoted unless the schema is an enum,
-  everything else is compact JSON as serde_json writes it);
+  everything else is compact JSON as serde_json writes it, numbers as its reader reads them: at times one double
+  away from the value given, see `_as_serde_json_reads`);
 * `string` (with `enum`: `"a" | "b"`), `number` and `integer` (both `number`), `boolean`, `array` (`T[]`, or
   `Array<any>` without `items`), nested `object` (its properties indented by four spaces, its own description
   repeated inside), a list of types (`["number", "string"]` gives `number | string`), `nullable: true` (`| null`),
@@ -17,8 +18,10 @@ src/encoding.rs) renders them, quirks included, so that a prompt built here matc
   `type: "null"`, so neither has this module.
 
 Only the outer shape is checked (a name, a description string, parameters that are an object schema); inside the
-schema, values of the wrong JSON type are skipped the way openai-harmony skips them. One deliberate difference:
-`"parameters": {}` means "no arguments" here (`() => any`), where openai-harmony would print `(_: any)`.
+schema, values of the wrong JSON type are skipped the way openai-harmony skips them. Functions without arguments
+follow openai-harmony too: parameters absent or null give `() => any`, `{}` (a schema that allows anything) gives
+`(_: any) => any`, and `{"type": "object"}` with no or empty `properties` gives `(_: {\n}) => any`. A model served
+by openai-harmony's renderer sees these texts, so training on any other would teach it a prompt it never gets.
 Standard library only.
 """
 
@@ -30,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FunctionTool", "function_tools_section", "parse_function_tools"]
+__all__ = ["FunctionTool", "function_name_problem", "function_tools_section", "parse_function_tools"]
 
 _OPEN = "# Tools\n\n## functions\n\nnamespace functions {\n\n"
 _CLOSE = "} // namespace functions"
@@ -42,7 +45,7 @@ _ABSENT = object()
 
 @dataclass(frozen=True)
 class FunctionTool:
-    """One function tool, whatever dict shape it came in. `parameters` is None for a function without arguments."""
+    """One function tool, whatever dict shape it came in. `parameters` is None when absent or null."""
 
     name: str
     description: str
@@ -68,8 +71,9 @@ def function_tools_section(tools: list[dict]) -> str:
     """The `# Tools` ... `} // namespace functions` text for `tools`; "" when the list is empty.
 
     Each tool is `{"type": "function", "function": {"name", "description"?, "parameters"?}}` or the bare
-    `{"name", "description"?, "parameters"?}`. A tool without parameters (absent, None or `{}`) becomes
-    `type name = () => any;`. Raises ValueError for a malformed tool.
+    `{"name", "description"?, "parameters"?}`. A tool whose parameters are absent or None becomes
+    `type name = () => any;`, one with `"parameters": {}` `type name = (_: any) => any;`. Raises ValueError for a
+    malformed tool.
     """
     parsed = parse_function_tools(tools)
     if not parsed:
@@ -83,6 +87,23 @@ def function_tools_section(tools: list[dict]) -> str:
             signature = f"(_: {_typescript(tool.parameters, '')})"
         blocks.append(f"{comment}type {tool.name} = {signature} => any;\n\n")
     return _OPEN + "".join(blocks) + _CLOSE
+
+
+def function_name_problem(name: str) -> str | None:
+    """Why `name` cannot be called as `to=functions.{name}` in a message header; None when it can.
+
+    openai-harmony (0.0.8, `parse_header_from_string`) reads a header from its decoded text: it cuts the channel at
+    the first `<|channel|>`, puts a space before every `<|constrain|>`, then splits at ASCII whitespace and takes
+    the recipient from those words. So a space, tab or newline in a name, or the text `<|channel|>` or
+    `<|constrain|>`, makes a call parse as another recipient or not at all. Any whitespace and any `<|` are refused:
+    a name that only looks like a control token still teaches the model to write one in a header, where the real
+    token (`<|message|>`, say) ends the header early.
+    """
+    if any(ch.isspace() for ch in name):
+        return "contains whitespace"
+    if "<|" in name:
+        return "contains '<|'"
+    return None
 
 
 # --- the tool dicts ----------------------------------------------------------------------------------------------
@@ -103,8 +124,9 @@ def _parse_tool(tool: Any, index: int) -> FunctionTool:
     name = spec.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{where} has no name")
-    if any(ch.isspace() for ch in name):
-        raise ValueError(f"tool name {name!r} contains whitespace")
+    problem = function_name_problem(name)
+    if problem:
+        raise ValueError(f"tool name {name!r} {problem}")
     where = f"tool {name!r}"
     description = spec.get("description")
     if description is None:
@@ -120,8 +142,9 @@ def _check_parameters(parameters: Any, where: str) -> Mapping[str, Any] | None:
     if not isinstance(parameters, Mapping):
         raise ValueError(f"{where}: parameters must be a JSON-schema object, got {type(parameters).__name__}")
     if not parameters:
-        # openai-harmony would print `(_: any)` for `{}`; like the OpenAI API, read it as "no arguments".
-        return None
+        # `{}` is a schema that allows anything, and openai-harmony prints it so (`(_: any)`); rendering it as
+        # `()` would train on a prompt that no server built with openai-harmony shows the model.
+        return parameters
     if parameters.get("type") != "object":
         raise ValueError(f'{where}: parameters must have "type": "object", got {parameters.get("type")!r}')
     properties = parameters.get("properties", {})
@@ -305,12 +328,12 @@ def _json(value: Any) -> str:
     if isinstance(value, int):
         if -(2**63) <= value < 2**64:
             return str(value)
-        try:  # serde_json reads an integer outside i64/u64 as a float
-            return _json_float(float(value))
-        except OverflowError:
-            raise ValueError(f"default {value} is out of range for JSON") from None
+        # serde_json reads an integer outside i64/u64 as a float
+        return _json_float(_as_serde_json_reads(str(value), value))
     if isinstance(value, float):
-        return _json_float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"default {value} is not valid JSON")
+        return _json_float(_as_serde_json_reads(repr(value), value))  # repr: the text json.dumps writes
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, (list, tuple)):
@@ -320,6 +343,49 @@ def _json(value: Any) -> str:
             raise ValueError("object keys in a default must be strings")
         return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_json(v)}" for k, v in value.items()) + "}"
     raise ValueError(f"default of type {type(value).__name__} is not JSON")
+
+
+_U64_MAX = 2**64 - 1
+_POW10 = [float(f"1e{power}") for power in range(309)]  # serde_json's table, each entry the nearest double
+
+
+def _as_serde_json_reads(text: str, value: Any) -> float:
+    """The double that serde_json reads from the JSON number `text`, as openai-harmony builds it.
+
+    openai-harmony's Python API hands the schema to Rust as JSON text, and its serde_json lacks the
+    `float_roundtrip` feature: the digits are gathered into a u64 (digits past its range are dropped) and then
+    multiplied or divided by a power of ten in double arithmetic. Two roundings instead of one, so the result is at
+    times a neighbour of the nearest double (2.4176871685187575e63 comes back as 2.417687168518758e63), and the
+    prompt shows that neighbour. Follows `parse_integer` .. `f64_from_parts` in serde_json 1.0.140's de.rs.
+    """
+    mantissa, _, power = text.lstrip("-").lower().partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    significand, exponent = 0, 0
+    for index, digit in enumerate(whole):
+        if significand * 10 + int(digit) > _U64_MAX:
+            exponent += len(whole) - index  # the rest of the integer part only scales it
+            break
+        significand = significand * 10 + int(digit)
+    for digit in fraction:
+        if significand * 10 + int(digit) > _U64_MAX:
+            break  # further fraction digits are ignored
+        significand = significand * 10 + int(digit)
+        exponent -= 1
+    exponent += int(power or 0)
+    result = float(significand)
+    while result != 0 and exponent < -308:  # past the table: divide by 1e308 first
+        result /= 1e308
+        exponent += 308
+    if result != 0:
+        if exponent > 308:
+            result = math.inf
+        elif exponent >= 0:
+            result *= _POW10[exponent]
+        else:
+            result /= _POW10[-exponent]
+    if math.isinf(result):  # serde_json refuses the number, and openai-harmony the whole conversation
+        raise ValueError(f"default {value} is out of range for openai-harmony's JSON reader")
+    return -result if text.startswith("-") else result
 
 
 def _json_float(value: float) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ossft.harmony_tools import function_tools_section
+from ossft.harmony_tools import function_name_problem, function_tools_section
 
 LAYOUTS = ("auto", "messages", "multilingual_thinking", "prompt_completion")
 EFFORTS = ("low", "medium", "high")
@@ -145,6 +145,11 @@ def _tool_call(call: object, where: str) -> dict:
     if not isinstance(name, str) or not name:
         raise RowError(f"{where}.function.name", "expected the function's name")
     _unicode(name, f"{where}.function.name")
+    problem = function_name_problem(name)
+    if problem:
+        raise RowError(
+            f"{where}.function.name", f"{name!r} {problem}, which a harmony header `to=functions.NAME` cannot carry"
+        )
     field = f"{where}.function.arguments"
     arguments = function.get("arguments")
     if arguments is None:
@@ -237,7 +242,13 @@ def _check_turns(messages: list[dict], places: list[str], field: str) -> None:
 def _answered_call(message: dict, pending: list[dict], where: str) -> str:
     if not pending:
         raise RowError(where, "a tool result with no tool call before it")
-    by_id = [c for c in pending if message.get("tool_call_id") and c.get("id") == message["tool_call_id"]]
+    call_id = message.get("tool_call_id")
+    by_id = [c for c in pending if call_id and c.get("id") == call_id]
+    if call_id and not by_id:
+        # Falling back to the name or the order would pair the result with a call it does not answer.
+        open_ids = [c.get("id") for c in pending if c.get("id")]
+        known = f"the open calls' ids are {open_ids}" if open_ids else "no open call has an id"
+        raise RowError(f"{where}.tool_call_id", f"{call_id!r} matches no open tool call ({known})")
     by_name = [c for c in pending if c["name"] == message.get("name")]
     call = (by_id or by_name or pending)[0]
     if by_id and message.get("name") and message["name"] != call["name"]:

@@ -23,7 +23,8 @@ and renamed into place, so concurrent or interrupted runs never leave a half-wri
 the folder to force a rebuild. Nothing from the fixtures is copied into the repository.
 
 Use `gpt_oss_tokenizer_available()` to skip tests where this cannot work, then
-`load_gpt_oss_tokenizer()`. The returned tokenizer is shared within the process: do not modify it.
+`load_gpt_oss_tokenizer()`. `harmony_encodings_dir()` gives openai-harmony the same verified ranks
+under the name it reads offline (for `TIKTOKEN_ENCODINGS_BASE`). The returned tokenizer is shared within the process: do not modify it.
 """
 
 from __future__ import annotations
@@ -141,6 +142,29 @@ def _tiktoken_dir() -> Path:
         got = _sha256_file(Path(tmp))
         if got != RANKS_SHA256:
             raise RuntimeError(f"{RANKS_GZ} unzips to sha256 {got}, expected {RANKS_SHA256}")
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return folder
+
+
+def harmony_encodings_dir() -> Path:
+    """A folder holding the verified ranks as `o200k_base.tiktoken`, for openai-harmony.
+
+    openai-harmony (0.0.8) downloads its vocabulary unless `TIKTOKEN_ENCODINGS_BASE` names a folder that holds
+    the file under its download name; tiktoken's cache key is a different name, hence a second folder.
+    """
+    folder = _cache_dir() / "harmony"
+    target = folder / "o200k_base.tiktoken"
+    if target.is_file() and _sha256_file(target) == RANKS_SHA256:
+        return folder
+    source = _tiktoken_dir() / RANKS_CACHE_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".o200k_base.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -153,18 +153,25 @@ def test_tool_shapes_give_the_same_text():
     }
 
 
-@pytest.mark.parametrize("parameters", [None, {}, "absent"])
-def test_no_parameters(parameters):
+@pytest.mark.parametrize(
+    ("parameters", "signature"),
+    [
+        ("absent", "()"),
+        (None, "()"),  # JSON null: openai-harmony's Python API drops None fields, so the same as absent
+        ({}, "(_: any)"),  # a schema that allows anything, not "no arguments"
+        ({"type": "object"}, "(_: {\n})"),
+        ({"type": "object", "properties": {}}, "(_: {\n})"),
+        ({"type": "object", "properties": {}, "required": []}, "(_: {\n})"),
+        ({"type": "object", "description": "Nothing."}, "(_: // Nothing.\n{\n})"),
+    ],
+)
+def test_parameter_less_tools(parameters, signature):  # openai-harmony 0.0.8
     tool = {"name": "f", "description": "Says hi."}
     if parameters != "absent":
         tool["parameters"] = parameters
-    assert function_tools_section([tool]) == NO_ARGS
-    assert function_tools_section([openai_style(tool)]) == NO_ARGS
-
-
-def test_object_without_properties_is_an_empty_object():  # openai-harmony 0.0.8
-    tool = {"name": "f", "description": "Says hi.", "parameters": {"type": "object", "properties": {}}}
-    assert function_tools_section([tool]) == NO_ARGS.replace("() => any", "(_: {\n}) => any")
+    expected = NO_ARGS.replace("()", signature)
+    assert function_tools_section([tool]) == expected
+    assert function_tools_section([openai_style(tool)]) == expected
 
 
 def test_empty_tool_list():
@@ -348,6 +355,23 @@ def test_float_defaults_print_like_serde_json(value, text):
     assert f"x?: number, // default: {text}\n" in section
 
 
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (2.4176871685187575e63, "2.417687168518758e63"),
+        (6.509344730398537e-301, "6.5093447303985365e-301"),
+        (9.071301334386506e-302, "9.071301334386507e-302"),
+        (0.1, "0.1"),  # most numbers come back as they went in
+    ],
+)
+def test_float_defaults_print_as_openai_harmonys_json_reader_reads_them(value, text):  # openai-harmony 0.0.8
+    # Its serde_json reads a number with two roundings, so a default can come back one double away.
+    section = function_tools_section(
+        [{"name": "f", "parameters": {"type": "object", "properties": {"x": {"default": value}}}}]
+    )
+    assert f"x?: any, // default: {text}\n" in section
+
+
 def test_integer_defaults():
     properties = {"small": {"default": -3}, "big": {"default": 2**64 - 1}, "huge": {"default": 2**70}}
     section = function_tools_section([{"name": "f", "parameters": {"type": "object", "properties": properties}}])
@@ -370,6 +394,9 @@ def test_integer_defaults():
         ([{"name": ""}], "has no name"),
         ([{"name": 7}], "has no name"),
         ([{"name": "get weather"}], "whitespace"),
+        ([{"name": "get\u00a0weather"}], "whitespace"),
+        ([{"name": "a<|channel|>b"}], "contains '<|'"),
+        ([{"name": "f<|"}], "contains '<|'"),
         ([{"type": "browser", "name": "search"}], "only function tools"),
         ([{"type": "function", "function": "f"}], "'function' must be an object"),
         ([{"name": "f", "description": 3}], "description must be a string"),

@@ -503,11 +503,14 @@ def write_rows(path: Path, rows: list[Row]) -> None:
         values = [{c: value.get(c) for c in columns} for value in values]
         try:
             table = pa.Table.from_pylist(values)  # nested structs, as Hugging Face datasets store chats
+            # Parquet has no struct without fields: a column where every value is {} (e.g. every
+            # tool call's `arguments`) builds in Arrow and fails only here.
+            pq.write_table(table, path)
         except (pa.ArrowException, OverflowError, UnicodeEncodeError):  # mixed types, surrogates: JSON text
             table = pa.Table.from_pylist(
                 [{k: _cell(v) if v is not None else None for k, v in r.items()} for r in values]
             )
-        pq.write_table(table, path)
+            pq.write_table(table, path)
 
 
 def _json_bytes(value: object) -> bytes:

@@ -6,10 +6,14 @@ import json
 
 import pytest
 
-from ossft import chat, rows
+from ossft import chat, data, rows
+from ossft.errors import UserError
 from ossft.harmony import Conversation, Message, SystemBlock
+from ossft.recipe import load_recipe
 from ossft.rows import ChatRow, Fields, RowError, parse_row
+from tests.conftest import REPO
 
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -154,12 +158,63 @@ def two_calls_row(*results: dict) -> dict:
         ([tool("12:00", name="get_time"), tool("sunny", name="get_weather")], ["get_time", "get_weather"]),
         ([tool("sunny"), tool("12:00")], ["get_weather", "get_time"]),  # by order
         ([tool("12:00", tool_call_id="call_t"), tool("sunny")], ["get_time", "get_weather"]),  # the call left over
-        ([tool("sunny", tool_call_id="unknown"), tool("12:00")], ["get_weather", "get_time"]),
+        # An id wins over the order, and "" or null is no id (an empty csv cell, a table's missing key).
+        ([tool("12:00", tool_call_id="call_t"), tool("sunny", tool_call_id="")], ["get_time", "get_weather"]),
+        ([tool("sunny", tool_call_id=None), tool("12:00", tool_call_id="call_t")], ["get_weather", "get_time"]),
     ],
 )
 def test_tool_results_are_matched_to_their_calls(results, names):
     messages = parse_row(two_calls_row(*results)).messages
     assert [m["name"] for m in messages if m["role"] == "tool"] == names
+
+
+@pytest.mark.parametrize(
+    ("results", "field", "message"),
+    [
+        pytest.param(
+            [tool("sunny", tool_call_id="unknown"), tool("12:00")],
+            "messages[2].tool_call_id",
+            "messages[2].tool_call_id: 'unknown' matches no open tool call (the open calls' ids are ['call_w', 'call_t'])",
+            id="unknown-id",
+        ),
+        pytest.param(
+            # The name would find the call, but an id that names none is a broken link, not a hint to ignore.
+            [tool("sunny", tool_call_id="call_x", name="get_weather"), tool("12:00")],
+            "messages[2].tool_call_id",
+            "messages[2].tool_call_id: 'call_x' matches no open tool call (the open calls' ids are ['call_w', 'call_t'])",
+            id="unknown-id-with-a-known-name",
+        ),
+        pytest.param(
+            [tool("sunny", tool_call_id="call_w"), tool("sunny again", tool_call_id="call_w")],
+            "messages[3].tool_call_id",
+            "messages[3].tool_call_id: 'call_w' matches no open tool call (the open calls' ids are ['call_t'])",
+            id="id-already-answered",
+        ),
+    ],
+)
+def test_tool_result_whose_id_matches_no_open_call_is_a_row_error(results, field, message):
+    assert row_error(two_calls_row(*results)) == (field, message)
+
+
+def test_tool_result_id_when_the_calls_have_none_is_a_row_error():
+    row = chat_row(HI, CALLS_F, tool("r", tool_call_id="call_1"), HELLO)
+    assert row_error(row) == (
+        "messages[2].tool_call_id",
+        "messages[2].tool_call_id: 'call_1' matches no open tool call (no open call has an id)",
+    )
+
+
+def test_tool_result_id_of_an_earlier_turns_call_is_a_row_error():
+    # call_1 was answered in the first turn; the second turn's result must answer the second turn's call.
+    row = chat_row(
+        HI,
+        {"role": "assistant", "tool_calls": [call("f", "{}", "call_1")]},
+        tool("r1", tool_call_id="call_1"),
+        {"role": "assistant", "tool_calls": [call("f", "{}", "call_2")]},
+        tool("r2", tool_call_id="call_1"),
+        HELLO,
+    )
+    assert row_error(row)[0] == "messages[4].tool_call_id"
 
 
 def test_tool_result_keeps_its_call_id():
@@ -586,6 +641,64 @@ def test_tool_result_whose_id_and_name_disagree_is_an_error():
 def test_tool_result_whose_id_and_name_disagree_names_both():
     _, message = row_error(contradicting_result_row())
     assert message == "messages[2].name: 'g' disagrees with tool_call_id 'a', a call of 'f'"
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        # openai-harmony splits a header at ASCII whitespace and cuts the channel at the first `<|channel|>`:
+        # these four are read back as another recipient or refused (checked with its parser).
+        ("get weather", "contains whitespace"),
+        ("get\tweather", "contains whitespace"),
+        ("f\n", "contains whitespace"),
+        ("a<|channel|>b", "contains '<|'"),
+        ("a<|constrain|>json", "contains '<|'"),
+        # The parser happens to survive these; refused anyway (see harmony_tools.function_name_problem).
+        ("f\u00a0x", "contains whitespace"),
+        ("f<|message|>", "contains '<|'"),
+        ("<|", "contains '<|'"),
+    ],
+)
+@pytest.mark.parametrize("nested", [True, False])
+def test_tool_call_name_a_harmony_header_cannot_carry_is_a_row_error(name, problem, nested):
+    function = {"name": name, "arguments": "{}"}
+    row = chat_row(HI, {"role": "assistant", "tool_calls": [{"function": function} if nested else function]})
+    assert row_error(row) == (
+        "messages[1].tool_calls[0].function.name",
+        f"messages[1].tool_calls[0].function.name: {name!r} {problem}, "
+        "which a harmony header `to=functions.NAME` cannot carry",
+    )
+
+
+@pytest.mark.parametrize("name", ["get.weather", "météo", "a<b", "a|b>", "x-1_2", "to=f", "a:b"])
+def test_tool_call_names_a_harmony_header_reads_back_are_accepted(name):
+    row = chat_row(HI, {"role": "assistant", "tool_calls": [call(name, "{}")]}, tool("r"), HELLO)
+    messages = chat.to_conversation(parse_row(row), SystemBlock()).messages
+    assert [m.recipient for m in messages if m.is_tool_call] == [f"functions.{name}"]
+    assert [m.author for m in messages if m.role == "tool"] == [f"functions.{name}"]
+
+
+def test_unmatched_ids_and_unreadable_names_stop_the_run_or_are_skipped_and_counted(tmp_path):
+    good = chat_row(HI, HELLO)
+    bad_id = chat_row(HI, CALLS_F, tool("r", tool_call_id="nope"), HELLO)
+    bad_name = chat_row(HI, {"role": "assistant", "tool_calls": [call("get weather", "{}")]})
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in (good, bad_id, bad_name, good)), encoding="utf-8")
+    reasons = [
+        f"{source} row 1, messages[2].tool_call_id: 'nope' matches no open tool call (no open call has an id)",
+        f"{source} row 2, messages[1].tool_calls[0].function.name: 'get weather' contains whitespace, "
+        "which a harmony header `to=functions.NAME` cannot carry",
+    ]
+    overrides = [f"data.datasets.0.path={source}"]
+
+    skipping = load_recipe(QUICKSTART, [*overrides, "data.on_bad_row=skip"])
+    stats = data.DataStats()
+    assert [index for _, index, _ in data.parsed_rows(skipping, stats)] == [0, 3]
+    assert (stats.rows, stats.rows_skipped, stats.skipped) == (4, 2, reasons)
+
+    with pytest.raises(UserError) as caught:
+        data.parsed_rows(load_recipe(QUICKSTART, overrides), data.DataStats())
+    assert str(caught.value) == reasons[0] + ". Fix the row, or set data.on_bad_row: skip to leave such rows out."
 
 
 def test_row_error_is_a_value_error():
