@@ -9,6 +9,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+# The repository's own folders, beside the package (ossft runs from a clone: scripts/setup.sh).
+REPO = Path(__file__).resolve().parents[1]
+RECIPES_DIR = REPO / "recipes"
+ACCELERATE_CONFIGS_DIR = REPO / "accelerate_configs"
+EXAMPLES_DIR = REPO / "examples" / "data"
+
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write to a temporary file beside `path`, then rename over it (atomic on POSIX filesystems)."""

@@ -21,14 +21,14 @@ os.environ["OSSFT_CACHE"] = tempfile.mkdtemp(prefix="ossft-test-cache-")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from ossft.tiny import write_tiny_model
+    from ossft.model.tiny import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-gpt-oss")
 
 
 @pytest.fixture
 def quickstart_recipe():
-    from ossft.recipe import load_recipe
+    from ossft.recipe.load import load_recipe
 
     return load_recipe(REPO / "recipes" / "quickstart.yaml")
 

@@ -112,7 +112,7 @@ def _free_port() -> int:
 
 def _write_recipe(run: RunSpec) -> None:
     """recipe.yaml in the run folder, as `ossft train` leaves it (resolved, every default filled in)."""
-    from ossft.recipe import dump_recipe, load_recipe
+    from ossft.recipe.load import dump_recipe, load_recipe
 
     overrides = [f"model.base_model={run.base}", f"output.dir={run.run_dir}", *run.recipe_overrides]
     if not run.lora:
@@ -173,8 +173,8 @@ def _model(run: RunSpec):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from ossft.model import apply_lora
-    from ossft.recipe import load_recipe
+    from ossft.model.load import apply_lora
+    from ossft.recipe.load import load_recipe
 
     dtype = getattr(torch, run.dtype)
     torch.manual_seed(0)  # the same LoRA initialisation on both ranks

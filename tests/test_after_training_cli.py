@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ossft.model import apply_lora, load_model
-from ossft.recipe import load_recipe
+from ossft.model.load import apply_lora, load_model
+from ossft.recipe.load import load_recipe
 
 from .conftest import REPO
 

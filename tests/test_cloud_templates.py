@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ossft.recipe import load_recipe
+from ossft.recipe.load import load_recipe
 
 from .conftest import REPO
 

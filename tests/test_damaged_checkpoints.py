@@ -49,7 +49,7 @@ def adapter_dir(tiny_model_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sharded_dir(adapter_dir, tiny_model_dir, tmp_path_factory) -> Path:
     """merge-lora's output, in shards of 300 kB, so that an index names several files."""
-    from ossft.merge import merge_lora
+    from ossft.convert.merge_lora import merge_lora
 
     out = tmp_path_factory.mktemp("merged") / "merged"
     merge_lora(adapter_dir, out, base=tiny_model_dir, max_shard_size=300_000)

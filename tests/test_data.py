@@ -1,4 +1,4 @@
-"""data.py at unit level: jobs -> token ids (harmony and template mode), special-token look-alikes,
+"""tokenize.py at unit level: jobs -> token ids (harmony and template mode), special-token look-alikes,
 fitting examples to max_length, parallel tokenization and length percentiles."""
 
 from __future__ import annotations
@@ -7,11 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ossft import data, harmony
-from ossft.data import DataStats, Encoder, Job, Tokenized, fit_length, percentiles, tokenize_jobs
+from ossft.data import tokenize
+from ossft.data.template import guard
+from ossft.data.tokenize import DataStats, Encoder, Job, Tokenized, fit_length, percentiles, tokenize_jobs
 from ossft.errors import UserError
-from ossft.harmony import Conversation, Message
-from ossft.template import guard
+from ossft.harmony import render
+from ossft.harmony.render import Conversation, Message
 from tests.conftest import FIXTURES
 from tests.o200k import gpt_oss_tokenizer_available, load_gpt_oss_tokenizer
 
@@ -40,8 +41,8 @@ def template_tokenizer(tiny_model_dir):
 def harmony_job(*messages: Message, row: int = 0, thinking: str = "keep_all", instructions: str | None = None) -> Job:
     """The last training example of a conversation as a job (keep_all: the whole conversation)."""
     conversation = Conversation(tuple(messages), instructions=instructions)
-    example = harmony.training_examples(conversation, thinking)[-1]
-    return Job("rows.jsonl", row, example.train_all_turns, pieces=harmony.render_example(example))
+    example = render.training_examples(conversation, thinking)[-1]
+    return Job("rows.jsonl", row, example.train_all_turns, pieces=render.render_example(example))
 
 
 def template_job(messages: list[dict], row: int = 0) -> Job:
@@ -67,12 +68,12 @@ def piece_ids(tokenizer, pieces) -> list[int]:
 
 
 def special_ids_in(tokenizer, ids: list[int]) -> list[int]:
-    specials = set(data.special_token_ids(tokenizer).values())
+    specials = set(tokenize.special_token_ids(tokenizer).values())
     return [i for i in ids if i in specials]
 
 
 def trained_texts(tokenizer, example: Tokenized) -> list[str]:
-    from ossft.masks import trained_runs
+    from ossft.harmony.masks import trained_runs
 
     return [tokenizer.decode(example.input_ids[s:e]) for s, e in trained_runs(example.trained)]
 
@@ -104,7 +105,7 @@ def test_harmony_ids_are_special_ids_and_plain_text_ids(tokenizer, messages):
     job = harmony_job(*messages, instructions="Be brief.")
     [example] = Encoder(tokenizer).run([job])
     assert example.input_ids == piece_ids(tokenizer, job.pieces)
-    assert tokenizer.decode(example.input_ids) == harmony.to_text(job.pieces)
+    assert tokenizer.decode(example.input_ids) == render.to_text(job.pieces)
     assert (example.source, example.row, len(example.trained)) == ("rows.jsonl", 0, len(example.input_ids))
 
 
@@ -166,7 +167,7 @@ def test_look_alikes_are_plain_text_in_harmony_mode(tokenizer):
     renderer_specials = [tokenizer.convert_tokens_to_ids(p.text) for p in job.pieces if p.special]
     assert special_ids_in(tokenizer, example.input_ids) == renderer_specials
     assert renderer_specials == ids_of(tokenizer, PLAIN_MESSAGE * 2 + ANALYSIS_FINAL)
-    assert tokenizer.decode(example.input_ids) == harmony.to_text(job.pieces)
+    assert tokenizer.decode(example.input_ids) == render.to_text(job.pieces)
     assert trained_texts(tokenizer, example) == [
         f"<|channel|>analysis<|message|>{thinking}<|end|>"
         f"<|start|>assistant<|channel|>final<|message|>{answer}<|return|>"
@@ -208,7 +209,7 @@ def test_guard_and_restore_round_trip_exactly():
         "tools": [{"description": "ends in <|end|>"}],
         "number": 3,
     }
-    guarded = guard(value, list(harmony.SPECIAL_TOKENS))
+    guarded = guard(value, list(render.SPECIAL_TOKENS))
     # Numbered in reading order, from the first code point of Supplementary Private Use Area-A.
     assert guarded.literals == ("<|start|>", "<|start|>", "<|end|>", "<|channel|>", "<|return|>", "<|end|>")
     base = guarded.base
@@ -233,14 +234,14 @@ def test_guard_avoids_private_use_characters_already_in_the_data():
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
-        st.one_of(st.sampled_from(harmony.SPECIAL_TOKENS), st.text()),
+        st.one_of(st.sampled_from(render.SPECIAL_TOKENS), st.text()),
         max_size=12,
     )
 )
 def test_guard_round_trip_on_any_text(parts):
     original = "".join(parts)
-    guarded = guard(original, list(harmony.SPECIAL_TOKENS))
-    assert not any(token in guarded.value for token in harmony.SPECIAL_TOKENS)
+    guarded = guard(original, list(render.SPECIAL_TOKENS))
+    assert not any(token in guarded.value for token in render.SPECIAL_TOKENS)
     assert guarded.restore(guarded.value) == original
 
 
@@ -307,7 +308,7 @@ def test_a_tokenizer_without_harmony_tokens_is_refused():
     with pytest.raises(UserError) as info:
         Encoder(plain)
     assert str(info.value) == (
-        f"the tokenizer lacks harmony's special tokens {list(harmony.SPECIAL_TOKENS)}; use a gpt-oss tokenizer."
+        f"the tokenizer lacks harmony's special tokens {list(render.SPECIAL_TOKENS)}; use a gpt-oss tokenizer."
     )
 
 
@@ -373,7 +374,7 @@ def test_right_mode_drops_an_example_left_with_nothing_trained(max_length):
 def test_right_mode_on_a_real_two_turn_example(tokenizer):
     job = harmony_job(*qa("Q1", "First answer.", "T1"), *qa("Q2", "A much longer second answer.", "T2"))
     [example] = Encoder(tokenizer).run([job])
-    from ossft.masks import trained_runs
+    from ossft.harmony.masks import trained_runs
 
     (first_start, first_end), (second_start, second_end) = trained_runs(example.trained)
     cut = second_end - 1  # the second turn loses its <|return|>
@@ -404,7 +405,7 @@ def test_tokenize_jobs_in_two_processes_gives_the_same_examples(tokenizer, monke
     assert parallel == serial
     assert [e.row for e in parallel] == list(range(20))
     assert len({len(e.input_ids) for e in parallel}) > 3  # the jobs really differ
-    assert data.os.environ["TOKENIZERS_PARALLELISM"] == "false"  # set only on the worker-pool path
+    assert tokenize.os.environ["TOKENIZERS_PARALLELISM"] == "false"  # set only on the worker-pool path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import shutil
 
-from ossft import disk
-from ossft.recipe import load_recipe
+from ossft.recipe.load import load_recipe
+from ossft.train import disk
 from tests.conftest import REPO
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
@@ -27,7 +27,7 @@ def folder_bytes(folder) -> int:
 
 
 def test_estimate_covers_what_the_run_writes(tiny_model_dir, tmp_path, cli):
-    from ossft.trainer import planned_steps, prepare_trainer
+    from ossft.train.run import planned_steps, prepare_trainer
 
     out = tmp_path / "out"
     trainer, *_ = prepare_trainer(load_recipe(QUICKSTART, overrides(tiny_model_dir, out)), on_status=lambda _: None)

@@ -57,7 +57,7 @@ def adapter_digest(tiny_model_dir: Path, adapter: Path) -> str:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ossft.verify import trainable_digest
+    from ossft.checkpoints.verify import trainable_digest
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32")
     model = PeftModel.from_pretrained(base, adapter, is_trainable=True)

@@ -11,10 +11,10 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.layer import ParamWrapper
 from transformers import AutoModelForCausalLM
 
-from ossft import expert_lora
-from ossft.expert_lora import RoutedExpertsLora, use_routed_expert_lora
-from ossft.model import apply_lora
-from ossft.tiny import TinySpec, write_tiny_model
+from ossft.model import expert_lora
+from ossft.model.expert_lora import RoutedExpertsLora, use_routed_expert_lora
+from ossft.model.load import apply_lora
+from ossft.model.tiny import TinySpec, write_tiny_model
 
 LAYERS = 2
 EXPERTS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ossft import mxfp4
+from ossft.checkpoints.verify import saved_tensors
+from ossft.convert.export import QUANTIZATION_CONFIG, export_mxfp4
 from ossft.errors import UserError
-from ossft.export import QUANTIZATION_CONFIG, export_mxfp4
-from ossft.verify import saved_tensors
+from ossft.gptoss import mxfp4
 
 # The tiny model (ossft.tiny defaults): 2 layers, 4 experts, hidden = intermediate = 64, fp32.
 # gate_up_proj [4, 64, 128] + down_proj [4, 64, 64] = 49,152 expert values per layer, 98,304 in all.
@@ -263,7 +263,7 @@ def test_refusals_leave_nothing_behind(exported, tiny_model_dir, tmp_path, monke
 
 
 def test_failed_verification_removes_the_staging_folder(tiny_model_dir, tmp_path, monkeypatch):
-    from ossft import verify
+    from ossft.checkpoints import verify
 
     def broken(folder, written):
         assert Path(folder).parent == tmp_path and Path(folder).name.startswith(".out.")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ossft.generate import completion_channels, prompt_ids
-from ossft.harmony import SystemBlock
+from ossft.harmony.render import SystemBlock
+from ossft.model.generate import completion_channels, prompt_ids
 
 from .conftest import FIXTURES
 from .o200k import gpt_oss_tokenizer_available, load_gpt_oss_tokenizer
@@ -53,8 +53,8 @@ def test_generate_from_a_base_model_folder(cli, tiny_model_dir):
 
 
 def test_generate_from_an_mxfp4_folder_and_an_adapter(cli, tmp_path, tiny_model_dir):
-    from ossft.model import apply_lora, load_model
-    from ossft.recipe import load_recipe
+    from ossft.model.load import apply_lora, load_model
+    from ossft.recipe.load import load_recipe
 
     from .conftest import REPO
 

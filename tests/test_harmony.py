@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ossft.harmony import (
+from ossft.harmony.render import (
     CALL,
     CHANNEL,
     CONSTRAIN,

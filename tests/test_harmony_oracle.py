@@ -26,9 +26,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ossft import data, rows
-from ossft.harmony_tools import function_name_problem, function_tools_section
-from ossft.recipe import SystemSection, load_recipe
+from ossft.data import rows
+from ossft.data import tokenize as data
+from ossft.harmony.tools import function_name_problem, function_tools_section
+from ossft.recipe.load import SystemSection, load_recipe
 from tests.conftest import REPO
 from tests.o200k import gpt_oss_tokenizer_available, harmony_encodings_dir, load_gpt_oss_tokenizer
 

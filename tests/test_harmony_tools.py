@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ossft.harmony_tools import FunctionTool, _json_float, function_tools_section, parse_function_tools
+from ossft.harmony.tools import FunctionTool, _json_float, function_tools_section, parse_function_tools
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "harmony-vectors"
 needs_vectors = pytest.mark.skipif(not VECTORS.is_dir(), reason=f"harmony vectors not found at {VECTORS}")

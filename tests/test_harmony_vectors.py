@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ossft.harmony import Message, SystemBlock, render, system_content, to_text, visible_history
+from ossft.harmony.render import Message, SystemBlock, render, system_content, to_text, visible_history
 
 from .conftest import FIXTURES
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ossft import init_recipe
-from ossft.recipe import load_recipe
+from ossft.recipe import templates
+from ossft.recipe.load import load_recipe
 
 from .conftest import REPO
 
@@ -46,17 +46,17 @@ def test_every_recipe_opens_with_hardware_and_launch(recipe):
 
 
 def test_every_template_is_shipped():
-    assert set(init_recipe.TEMPLATES.values()) == set(TEMPLATE_LAYOUTS)
+    assert set(templates.TEMPLATES.values()) == set(TEMPLATE_LAYOUTS)
     assert set(TEMPLATE_LAYOUTS) <= {p.name for p in RECIPES}
 
 
 @pytest.mark.parametrize("name", TEMPLATE_LAYOUTS)
 def test_init_for_a_templates_own_layout_writes_the_template(name):
     """Keeps the shipped recipes and init in step: launch section, batch comment, header Launch lines."""
-    (model, method) = next(key for key, value in init_recipe.TEMPLATES.items() if value == name)
+    (model, method) = next(key for key, value in templates.TEMPLATES.items() if value == name)
     gpus, nodes = TEMPLATE_LAYOUTS[name]
-    choice = init_recipe.InitChoice(model, method, gpus, nodes, Path("recipes") / name)
-    rendered = init_recipe.render_recipe(choice)
+    choice = templates.InitChoice(model, method, gpus, nodes, Path("recipes") / name)
+    rendered = templates.render_recipe(choice)
     lines = rendered.text.splitlines()
     assert lines[1] == (
         f"# Written by `ossft init --model {model} --method {method} --gpus {gpus} --nodes {nodes}` from recipes/{name}."
@@ -169,7 +169,7 @@ def test_out_must_not_be_a_folder(cli, tmp_path):
 @pytest.fixture
 def terminal(monkeypatch):
     """Make init believe a person sits at the terminal; answers come from CliRunner's `input`."""
-    monkeypatch.setattr(init_recipe, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(templates, "stdin_is_terminal", lambda: True)
 
     from ossft.cli import app
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from ossft.errors import UserError
-from ossft.launch import (
+from ossft.launch.launcher import (
     CONFIG_DIR,
     LaunchFlags,
     LaunchOutcome,
@@ -26,7 +26,7 @@ NO_FLAGS = LaunchFlags()
 
 
 def recipe(*overrides: str):
-    from ossft.recipe import load_recipe
+    from ossft.recipe.load import load_recipe
 
     return load_recipe(REPO / "recipes" / "quickstart.yaml", list(overrides))
 
@@ -179,7 +179,7 @@ def test_unknown_config_is_named_with_the_shipped_ones():
 # launcher exits 1, as torchrun does whenever a rank died (here: rank 1 aborting at interpreter exit).
 FAKE_LAUNCHER = """
 import os, sys
-from ossft.launch import report_rank_failure, report_rank_finished
+from ossft.launch.launcher import report_rank_failure, report_rank_finished
 for rank, report in enumerate(sys.argv[1:]):
     env = {**os.environ, "RANK": str(rank)}
     if report == "finished":

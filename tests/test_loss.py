@@ -10,13 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ossft.recipe import load_recipe
+from ossft.recipe.load import load_recipe
 from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
 def trainer_and_batch(tiny_model_dir, tmp_path_factory):
-    from ossft.trainer import prepare_trainer
+    from ossft.train.run import prepare_trainer
 
     out = tmp_path_factory.mktemp("loss") / "out"
     recipe = load_recipe(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from ossft.data import Encoder, Job, special_token_ids
-from ossft.harmony import (
+from ossft.data.tokenize import Encoder, Job, special_token_ids
+from ossft.harmony.masks import ParsedMessage, StreamParser, assistant_turn_spans, trained_mask, trained_runs
+from ossft.harmony.render import (
     CALL,
     CHANNEL,
     CONSTRAIN,
@@ -23,7 +24,6 @@ from ossft.harmony import (
     render_example,
     training_examples,
 )
-from ossft.masks import ParsedMessage, StreamParser, assistant_turn_spans, trained_mask, trained_runs
 
 USER = Message("user", "What is 2 + 2?")
 THINK = Message("assistant", "Add two and two.", channel="analysis")

@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ossft import mxfp4
+from ossft.checkpoints.verify import saved_tensors
+from ossft.convert.merge_lora import merge_lora
 from ossft.errors import UserError
-from ossft.merge import merge_lora
-from ossft.recipe import load_recipe
-from ossft.tiny import TinySpec, build_model, write_tiny_model
-from ossft.verify import saved_tensors
+from ossft.gptoss import mxfp4
+from ossft.model.tiny import TinySpec, build_model, write_tiny_model
+from ossft.recipe.load import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 LORA_LAYERS = (1, 3)  # experts with LoRA; 0 and 2 stay as they were
@@ -32,7 +32,7 @@ def _make_adapter(base_dir: Path, out: Path, lora_config=None, seed: int = 0, **
     """LoRA on the base as the quickstart recipe (or `lora_config`) says, lora_B made non-zero, saved by PEFT."""
     from peft import get_peft_model
 
-    from ossft.model import apply_lora
+    from ossft.model.load import apply_lora
 
     model = _load(base_dir, **load_kwargs)
     if lora_config is None:

@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ossft.merge_shards import merge_shards
-from ossft.verify import saved_tensors
+from ossft.checkpoints.verify import saved_tensors
+from ossft.convert.merge_shards import merge_shards
 
 from .conftest import REPO
 from .fsdp_checkpoint import RunSpec, expected_dir, write_fsdp_runs
@@ -158,7 +158,7 @@ def test_dtype_and_several_shards_with_an_index(runs, tmp_path):
 def test_a_config_beside_the_save_wins_and_is_cleaned(cli, runs, tiny_model_dir, tmp_path):
     """A config.json saved from the FSDP-wrapped model names FSDPGptOssForCausalLM (design.md trap 9); one from
     an MXFP4 base keeps a quantization_config that no longer describes the dequantized weights (trap 1)."""
-    from ossft import mxfp4
+    from ossft.gptoss import mxfp4
 
     run = _copy_run(runs["full"], tmp_path / "run", without=("recipe.yaml",))  # so the base is unknown
     config = json.loads((tiny_model_dir / "config.json").read_text())
@@ -242,8 +242,8 @@ def report():
         peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
     print("PEAK_RSS_KB", peak, file=sys.stderr)
 atexit.register(report)
-import ossft.merge_shards
-ossft.merge_shards.READ_BATCH = int(sys.argv.pop(1))
+import ossft.convert.merge_shards
+ossft.convert.merge_shards.READ_BATCH = int(sys.argv.pop(1))
 from ossft.cli import app
 app(sys.argv[1:], prog_name="ossft")
 """
@@ -341,8 +341,8 @@ def test_errors_exit_2_and_leave_nothing(case, message, cli, runs, tiny_model_di
 
 
 def test_a_failure_after_writing_began_leaves_nothing(runs, tmp_path, monkeypatch):
-    from ossft import merge_shards as module
-    from ossft.verify import VerificationError
+    from ossft.checkpoints.verify import VerificationError
+    from ossft.convert import merge_shards as module
 
     def broken(folder, written):
         assert Path(folder).parent == tmp_path and Path(folder).name.startswith(".out.")
@@ -361,7 +361,7 @@ def test_an_architecture_mismatch_stops_the_writes_at_the_next_batch(runs, tiny_
     # batch's read waits until the check has failed.
     from concurrent.futures import wait
 
-    from ossft import merge_shards as module
+    from ossft.convert import merge_shards as module
     from ossft.errors import UserError
 
     narrow = _config_only_base(tiny_model_dir, tmp_path / "narrow", hidden_size=32, intermediate_size=32)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ossft.errors import UserError
-from ossft.model import apply_lora, expert_targets, load_model, parameter_counts
-from ossft.tiny import TinySpec, write_tiny_model
+from ossft.model.load import apply_lora, expert_targets, load_model, parameter_counts
+from ossft.model.tiny import TinySpec, write_tiny_model
 
 LAYERS = 4
 PREFIX = "base_model.model.model.layers"

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from ossft import mxfp4
+from ossft.gptoss import mxfp4
 
 
 def _random_packed(experts=3, n_out=48, n_in=96, seed=0, spread=20):

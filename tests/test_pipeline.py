@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ossft import prepare
+from ossft.data import prepare
+from ossft.data.inspect import example_records
 from ossft.errors import UserError
-from ossft.inspect_data import example_records
-from ossft.recipe import load_recipe
+from ossft.recipe.load import load_recipe
 from tests.conftest import FIXTURES, REPO
 from tests.o200k import gpt_oss_tokenizer_available, load_gpt_oss_tokenizer
 
@@ -576,7 +576,7 @@ def test_train_refuses_packing(tmp_path, tiny_model_dir, cli, key):
 
 @pytest.mark.parametrize("num_proc", [1, 2])
 def test_progress_counts_every_example_in_order(tokenizer, tiny_model_dir, num_proc, monkeypatch):
-    from ossft import data
+    from ossft.data import tokenize as data
 
     monkeypatch.setattr(data, "PROGRESS_CHUNK", 100)  # several updates on the 608 sample examples
     recipe = load_recipe(

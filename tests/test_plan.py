@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from ossft import plan
-from ossft.model import apply_lora, load_model, parameter_counts
-from ossft.recipe import load_recipe
+from ossft.launch import memory
+from ossft.model.load import apply_lora, load_model, parameter_counts
+from ossft.recipe.load import load_recipe
 from tests.conftest import REPO
 
 
 def test_released_models_have_their_published_parameter_counts():
     # OpenAI's model card: 20.9B and 116.8B parameters.
-    assert plan.model_shape("openai/gpt-oss-20b").total_params == 20_914_757_184
-    assert plan.model_shape("openai/gpt-oss-120b").total_params == 116_829_156_672
+    assert memory.model_shape("openai/gpt-oss-20b").total_params == 20_914_757_184
+    assert memory.model_shape("openai/gpt-oss-120b").total_params == 116_829_156_672
 
 
 @pytest.mark.parametrize(
@@ -23,16 +23,16 @@ def test_released_models_have_their_published_parameter_counts():
 )
 def test_counts_equal_the_real_model(tiny_model_dir, overrides):
     recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", [f"model.base_model={tiny_model_dir}", *overrides])
-    shape = plan.model_shape(str(tiny_model_dir))
+    shape = memory.model_shape(str(tiny_model_dir))
     trainable, total = parameter_counts(apply_lora(load_model(recipe), recipe))
     adapter = trainable if recipe.lora is not None else 0  # the PEFT model's count includes the adapter
-    assert (plan.trainable_params(shape, recipe), shape.total_params + adapter) == (trainable, total)
+    assert (memory.trainable_params(shape, recipe), shape.total_params + adapter) == (trainable, total)
 
 
 def test_estimates_against_axolotls_published_figures():
     # Axolotl's examples/gpt-oss README (device_mem_reserved, GiB per GPU), with the settings of the
     # YAML each figure comes from; within 25% each, and pinned so that a change shows up here.
-    table = {name: (published, round(estimate, 1)) for name, published, estimate in plan.calibration()}
+    table = {name: (published, round(estimate, 1)) for name, published, estimate in memory.calibration()}
     assert table == {
         "20b LoRA, 1 GPU": (44, 45.7),
         "20b full, FSDP2 offload, 2 GPUs": (21, 21.0),
@@ -46,15 +46,15 @@ def test_estimates_against_axolotls_published_figures():
 
 def test_layouts_come_from_the_accelerate_configs():
     def layout(name, *extra):
-        return plan.layout_for(load_recipe(REPO / "recipes" / f"{name}.yaml", list(extra)))
+        return memory.layout_for(load_recipe(REPO / "recipes" / f"{name}.yaml", list(extra)))
 
-    assert layout("gpt-oss-20b-lora-1gpu") == plan.Layout(1, False, False, False, False)
-    assert layout("gpt-oss-20b-lora-2gpu") == plan.Layout(2, False, False, False, False)
-    assert layout("gpt-oss-20b-full-8gpu") == plan.Layout(8, True, False, False, False)
-    assert layout("gpt-oss-20b-full-offload-2gpu") == plan.Layout(2, True, True, True, False)
-    assert layout("gpt-oss-120b-lora-8gpu") == plan.Layout(8, True, False, False, True)
-    assert layout("gpt-oss-120b-full-4node-h200") == plan.Layout(32, True, False, False, False)
-    assert layout("gpt-oss-120b-lora-8gpu", "launch.accelerate_config=zero3-offload") == plan.Layout(
+    assert layout("gpt-oss-20b-lora-1gpu") == memory.Layout(1, False, False, False, False)
+    assert layout("gpt-oss-20b-lora-2gpu") == memory.Layout(2, False, False, False, False)
+    assert layout("gpt-oss-20b-full-8gpu") == memory.Layout(8, True, False, False, False)
+    assert layout("gpt-oss-20b-full-offload-2gpu") == memory.Layout(2, True, True, True, False)
+    assert layout("gpt-oss-120b-lora-8gpu") == memory.Layout(8, True, False, False, True)
+    assert layout("gpt-oss-120b-full-4node-h200") == memory.Layout(32, True, False, False, False)
+    assert layout("gpt-oss-120b-lora-8gpu", "launch.accelerate_config=zero3-offload") == memory.Layout(
         8, True, True, True, True
     )
 
@@ -73,9 +73,9 @@ def test_plan_says_what_to_change_when_it_does_not_fit(cli):
 
 def test_train_warning_only_when_the_estimate_does_not_fit():
     recipe = load_recipe(REPO / "recipes" / "gpt-oss-20b-full-8gpu.yaml")
-    layout = plan.layout_for(recipe)
-    assert plan.memory_warning(recipe, layout, 80 * plan.GIB) is None
-    warning = plan.memory_warning(recipe, layout, 24 * plan.GIB)
+    layout = memory.layout_for(recipe)
+    assert memory.memory_warning(recipe, layout, 80 * memory.GIB) is None
+    warning = memory.memory_warning(recipe, layout, 24 * memory.GIB)
     assert warning.startswith("this run may not fit: ossft plan estimates ")
     assert "the GPU has 24.0 GiB" in warning and "more GPUs to shard over: --gpus 16" in warning
 
@@ -85,7 +85,7 @@ LORA_1GPU = REPO / "recipes" / "gpt-oss-20b-lora-1gpu.yaml"
 
 def loss_part(*overrides) -> float:
     recipe = load_recipe(LORA_1GPU, ["train.max_length=4096", "train.per_device_train_batch_size=1", *overrides])
-    return plan.estimate(recipe, plan.layout_for(recipe)).parts["LM head and loss"]
+    return memory.estimate(recipe, memory.layout_for(recipe)).parts["LM head and loss"]
 
 
 def test_loss_memory_follows_trls_fused_lm_head():
@@ -106,14 +106,14 @@ def test_longest_sequence_is_the_last_multiple_that_fits(attention, longest):
     # [heads, seq, seq] scores stop it early; pinned so that a change of the estimate shows up here.
     overrides = [f"model.attn_implementation={attention}", "lora.experts=all", "train.per_device_train_batch_size=1"]
     recipe = load_recipe(LORA_1GPU, overrides)
-    layout = plan.layout_for(recipe)
-    found = plan.longest_sequence(recipe, layout, 80)
+    layout = memory.layout_for(recipe)
+    found = memory.longest_sequence(recipe, layout, 80)
     assert found == longest
 
     def reserved_at(seq):
-        return plan.estimate(load_recipe(LORA_1GPU, [*overrides, f"train.max_length={seq}"]), layout).reserved
+        return memory.estimate(load_recipe(LORA_1GPU, [*overrides, f"train.max_length={seq}"]), layout).reserved
 
-    assert reserved_at(found) <= 0.95 * 80 * plan.GIB < reserved_at(found + 1024)
+    assert reserved_at(found) <= 0.95 * 80 * memory.GIB < reserved_at(found + 1024)
 
 
 def test_plan_prints_the_longest_sequence(cli):
@@ -127,7 +127,7 @@ def test_plan_prints_the_longest_sequence(cli):
 def test_longest_sequence_stops_at_its_cap():
     recipe = load_recipe(LORA_1GPU, ["model.attn_implementation=flex_attention", "train.per_device_train_batch_size=1"])
     # 10 TiB of GPU memory: everything fits, and the search stops at its cap, which itself fits.
-    assert plan.longest_sequence(recipe, plan.layout_for(recipe), 10 * 1024) == plan.MAX_SEQUENCE
+    assert memory.longest_sequence(recipe, memory.layout_for(recipe), 10 * 1024) == memory.MAX_SEQUENCE
 
 
 @pytest.mark.parametrize(
@@ -146,5 +146,5 @@ def test_longest_passing_doubles_then_bisects(limit, start, step, cap, longest, 
         asked.append(seq)
         return seq <= limit
 
-    assert plan.longest_passing(passes, start=start, step=step, cap=cap) == longest
+    assert memory.longest_passing(passes, start=start, step=step, cap=cap) == longest
     assert asked == tried

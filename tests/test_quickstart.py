@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from ossft.recipe import load_recipe
+from ossft.recipe.load import load_recipe
 
 from .conftest import REPO
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ossft.errors import UserError
-from ossft.recipe import apply_overrides, dump_recipe, load_recipe, recipe_json_schema
+from ossft.recipe.load import apply_overrides, dump_recipe, load_recipe, recipe_json_schema
 
 from .conftest import REPO
 
@@ -230,7 +230,7 @@ def test_all_sft_config_fields_are_accepted():
 
     from trl import SFTConfig
 
-    from ossft.recipe import OWNED_ELSEWHERE, train_section_model
+    from ossft.recipe.load import OWNED_ELSEWHERE, train_section_model
 
     accepted = set(train_section_model().model_fields)
     expected = {f.name for f in dataclasses.fields(SFTConfig) if f.init} - set(OWNED_ELSEWHERE)

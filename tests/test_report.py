@@ -13,12 +13,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ossft import plots
-from ossft.callbacks import LossPlotCallback, warmup_steps_left_out
-from ossft.model_card import model_card
-from ossft.recipe import load_recipe
-from ossft.report import summarize, summary_table
-from ossft.trainer import run_training
+from ossft.recipe.load import load_recipe
+from ossft.train import plots
+from ossft.train.card import model_card
+from ossft.train.meter import LossPlotCallback, warmup_steps_left_out
+from ossft.train.run import run_training
+from ossft.train.summary import summarize, summary_table
 
 from .conftest import REPO
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ossft.guards import PREEMPTED_EXIT
-from ossft.recipe import load_recipe
-from ossft.resume import MARKER
+from ossft.recipe.load import load_recipe
+from ossft.train.guards import PREEMPTED_EXIT
+from ossft.train.resume import MARKER
 from tests.conftest import REPO
 
 STEPS = 12
@@ -207,7 +207,7 @@ def test_quickstart_saves_at_least_every_quarter_of_its_steps():
 
 def test_an_explicit_resume_path_must_be_a_complete_checkpoint_of_this_run(tmp_path):
     from ossft.errors import UserError
-    from ossft.resume import choose_checkpoint, write_marker
+    from ossft.train.resume import choose_checkpoint, write_marker
 
     identity = {"base_model": "m", "lora": None, "data": "d1"}
     good, cut = tmp_path / "checkpoint-4", tmp_path / "checkpoint-8"

@@ -21,10 +21,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ossft import prepare
+from ossft.data import prepare
 from ossft.errors import UserError
-from ossft.harmony import SPECIAL_TOKENS
-from ossft.recipe import load_recipe
+from ossft.harmony.render import SPECIAL_TOKENS
+from ossft.recipe.load import load_recipe
 from tests.conftest import FIXTURES, REPO
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
@@ -787,7 +787,7 @@ def test_found_bad_rows_are_row_errors(tmp_path, recipe_for, tokenizer, row, pro
 
 
 def test_a_tool_schema_nested_past_the_stack_is_a_row_error():
-    from ossft.rows import RowError, parse_row
+    from ossft.data.rows import RowError, parse_row
 
     schema: dict = {"type": "string"}
     for _ in range(2000):

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from ossft import chat, data, rows
+from ossft.data import chat, rows, tokenize
+from ossft.data.rows import ChatRow, Fields, RowError, parse_row
 from ossft.errors import UserError
-from ossft.harmony import Conversation, Message, SystemBlock
-from ossft.recipe import load_recipe
-from ossft.rows import ChatRow, Fields, RowError, parse_row
+from ossft.harmony.render import Conversation, Message, SystemBlock
+from ossft.recipe.load import load_recipe
 from tests.conftest import REPO
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
@@ -689,16 +689,16 @@ def test_unmatched_ids_and_unreadable_names_stop_the_run_or_are_skipped_and_coun
         f"{source} row 2, messages[1].tool_calls[0].function.name: 'get weather' contains whitespace, "
         "which a harmony header `to=functions.NAME` cannot carry",
     ]
-    overrides = [f"data.datasets.0.path={source}"]
+    overrides = [f"tokenize.datasets.0.path={source}"]
 
-    skipping = load_recipe(QUICKSTART, [*overrides, "data.on_bad_row=skip"])
-    stats = data.DataStats()
-    assert [index for _, index, _ in data.parsed_rows(skipping, stats)] == [0, 3]
+    skipping = load_recipe(QUICKSTART, [*overrides, "tokenize.on_bad_row=skip"])
+    stats = tokenize.DataStats()
+    assert [index for _, index, _ in tokenize.parsed_rows(skipping, stats)] == [0, 3]
     assert (stats.rows, stats.rows_skipped, stats.skipped) == (4, 2, reasons)
 
     with pytest.raises(UserError) as caught:
-        data.parsed_rows(load_recipe(QUICKSTART, overrides), data.DataStats())
-    assert str(caught.value) == reasons[0] + ". Fix the row, or set data.on_bad_row: skip to leave such rows out."
+        tokenize.parsed_rows(load_recipe(QUICKSTART, overrides), tokenize.DataStats())
+    assert str(caught.value) == reasons[0] + ". Fix the row, or set tokenize.on_bad_row: skip to leave such rows out."
 
 
 def test_row_error_is_a_value_error():

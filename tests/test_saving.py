@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ossft import mxfp4
-from ossft.model import load_model
-from ossft.recipe import load_recipe
-from ossft.tiny import write_tiny_model
-from ossft.trainer import run_training
-from ossft.verify import VerificationError, digests, verify_model_folder
+from ossft.checkpoints.verify import VerificationError, digests, verify_model_folder
+from ossft.gptoss import mxfp4
+from ossft.model.load import load_model
+from ossft.model.tiny import write_tiny_model
+from ossft.recipe.load import load_recipe
+from ossft.train.run import run_training
 
 from .conftest import REPO
 

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from ossft.recipe import load_recipe
-from ossft.smoke import SMOKE_PROCESSES, SMOKE_STEPS, scaled_layers
+from ossft.recipe.load import load_recipe
+from ossft.train.smoke import SMOKE_PROCESSES, SMOKE_STEPS, scaled_layers
 from tests.conftest import REPO
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from ossft.data.sources import LoadedRows, SourceSpec, check_source, load_rows, source_fingerprint, split_validation
 from ossft.errors import UserError
-from ossft.sources import LoadedRows, SourceSpec, check_source, load_rows, source_fingerprint, split_validation
 
 ROWS = [{"id": i, "text": f"row {i}"} for i in range(10)]
 

@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from ossft.streamed_safetensors import StreamedSafetensorsWriter
+from ossft.checkpoints.safetensors_writer import StreamedSafetensorsWriter
 
 
 def tensors() -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import torch
 
-from ossft.harmony import SPECIAL_TOKENS
+from ossft.harmony.render import SPECIAL_TOKENS
 
 
 def digests(folder) -> dict[str, str]:

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from ossft.recipe import load_recipe
-from ossft.trainer import run_training
+from ossft.recipe.load import load_recipe
+from ossft.train.run import run_training
 
 from .conftest import REPO
 

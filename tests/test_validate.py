@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
+from ossft.data.sources import SourceSpec, load_rows
 from ossft.errors import UserError
-from ossft.sources import SourceSpec, load_rows
 
 HUB_ID = "ossft-tests/no-such-dataset"
 

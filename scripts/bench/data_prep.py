@@ -268,9 +268,9 @@ def write_recipe(folder: Path, data_file: Path, tokenizer_dir: Path, num_proc: i
 
 def ossft_worker(folder: Path, rep: int, cached: bool) -> dict:
     """One `prepare_data` call: into the empty cache folder of repetition `rep`, or from it."""
-    from ossft.model import load_tokenizer
-    from ossft.prepare import prepare_data
-    from ossft.recipe import load_recipe
+    from ossft.data.prepare import prepare_data
+    from ossft.model.load import load_tokenizer
+    from ossft.recipe.load import load_recipe
 
     recipe = load_recipe(folder / "bench.yaml")
     recipe.data.cache_dir = str(folder / f"ossft-cache-{rep}")

@@ -68,7 +68,7 @@ def lora_block(args, way: str, device: str):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from ossft.expert_lora import use_routed_expert_lora
+    from ossft.model.expert_lora import use_routed_expert_lora
 
     config = LoraConfig(
         r=args.r, lora_alpha=2 * args.r, target_modules=[], target_parameters=["gate_up_proj", "down_proj"]

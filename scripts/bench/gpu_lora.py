@@ -47,7 +47,7 @@ COOKBOOK_EXPERT_LAYERS = [7, 15, 23]
 
 
 def shape_of(name: str):
-    from ossft.plan import PUBLISHED, SHARED, Shape
+    from ossft.launch.memory import PUBLISHED, SHARED, Shape
 
     return Shape(**TINY) if name == "tiny" else Shape(**PUBLISHED[f"openai/gpt-oss-{name}"], **SHARED)
 
@@ -89,7 +89,7 @@ def padding_tokenizer(folder: Path):
     and already ids). The tiny model's, made offline; nothing is downloaded where the GPUs are."""
     from transformers import AutoTokenizer
 
-    from ossft.tiny import write_tiny_model
+    from ossft.model.tiny import write_tiny_model
 
     path = folder / "tokenizer"
     if not (path / "tokenizer.json").is_file():
@@ -98,7 +98,7 @@ def padding_tokenizer(folder: Path):
 
 
 def recipe_for(args, out: Path, expert_layers):
-    from ossft.recipe import load_recipe
+    from ossft.recipe.load import load_recipe
 
     experts = "[" + ",".join(map(str, expert_layers)) + "]"
     overrides = [
@@ -146,9 +146,9 @@ def run_config(name: str, args, shape, device: str) -> dict:
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from ossft.callbacks import MeteredSFTTrainer
-    from ossft.model import apply_lora
-    from ossft.trainer import sft_config
+    from ossft.model.load import apply_lora
+    from ossft.train.meter import MeteredSFTTrainer
+    from ossft.train.run import sft_config
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     expert_layers = (
@@ -256,7 +256,7 @@ def probe(args, seq: int) -> dict:
 def longest_sequence(args) -> tuple[dict | None, list[dict]]:
     """The longest run that trained, by ossft.plan's search (doubling from --seq, then bisecting down to
     --resolution, never past --max-seq), and every attempt."""
-    from ossft.plan import longest_passing
+    from ossft.launch.memory import longest_passing
 
     attempts = []
 

@@ -137,7 +137,7 @@ def write_random_model(folder: Path, dims: dict) -> None:
 def checkpoint_facts(run: Path) -> dict:
     import math
 
-    from ossft.sharded_save import read_model_tensors
+    from ossft.checkpoints.dcp import read_model_tensors
 
     tensors = read_model_tensors(run / MODEL_FOLDER)
     sizes = {name: math.prod(t.shape) * t.dtype.itemsize for name, t in tensors.items()}
@@ -238,7 +238,7 @@ def compare_outputs(ossft_dirs: list[Path], accelerate_dir: Path, original: Path
     import torch
     from safetensors import safe_open
 
-    from ossft.verify import saved_tensors
+    from ossft.checkpoints.verify import saved_tensors
 
     def same(a, b) -> bool:
         if a.dtype != b.dtype or a.shape != b.shape:

@@ -79,8 +79,8 @@ def recipe_overrides(model_dir: Path, out: Path, steps: int) -> list[str]:
 
 
 def ossft_worker(model_dir: Path, out: Path, steps: int) -> list[float]:
-    from ossft.recipe import load_recipe
-    from ossft.trainer import prepare_trainer
+    from ossft.recipe.load import load_recipe
+    from ossft.train.run import prepare_trainer
 
     recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", recipe_overrides(model_dir, out, steps))
     trainer, *_ = prepare_trainer(recipe, on_status=lambda line: None)
@@ -95,8 +95,8 @@ def trl_worker(model_dir: Path, out: Path, steps: int) -> list[float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from ossft.prepare import prepare_data
-    from ossft.recipe import load_recipe
+    from ossft.data.prepare import prepare_data
+    from ossft.recipe.load import load_recipe
 
     recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", recipe_overrides(model_dir, out, steps))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         times = worker(args.folder / "tiny-gpt-oss", args.folder / f"out-{args.worker}", args.steps)
         print(json.dumps(times))
         return 0
-    from ossft.tiny import write_tiny_model
+    from ossft.model.tiny import write_tiny_model
 
     command = shlex.join(["python", "scripts/bench/step_overhead.py", *(argv if argv is not None else sys.argv[1:])])
     with tempfile.TemporaryDirectory(prefix="ossft-bench-") as folder:

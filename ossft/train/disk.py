@@ -1,0 +1,82 @@
+"""Will the run's checkpoints and final save fit on the output disk? Asked before the first step.
+
+A 120b checkpoint with optimizer state is ~720 GB (design.md trap 8): a disk that fills at hour six
+loses the save being written and, with it, the run. The estimate counts what the Trainer writes:
+the weights (trainable ones for LoRA, all for full fine-tuning) in their dtype, the optimizer's two
+moments per trainable parameter (AdamW, same dtype as the parameter; DeepSpeed keeps fp32 master
+weights and fp32 moments, 12 bytes), and a fixed allowance for the scheduler, RNG states, tokenizer
+and card; times the checkpoints kept, plus the final save.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ossft.errors import UserError
+
+SMALL_FILES = 16 * 2**20  # scheduler, rng states, trainer_state, tokenizer, README: a few MB at most
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class DiskPlan:
+    checkpoint_bytes: int
+    checkpoints_kept: int
+    final_bytes: int
+
+    @property
+    def total(self) -> int:
+        return self.checkpoint_bytes * self.checkpoints_kept + self.final_bytes
+
+
+def plan_disk(trainer, total_steps: int) -> DiskPlan:
+    from peft import PeftModel
+
+    from ossft.model.load import parameter_size
+
+    model = trainer.model
+    parameters = list(model.parameters())
+    trainable = [p for p in parameters if p.requires_grad]
+    trained_bytes = sum(parameter_size(p) * p.element_size() for p in trainable)
+    if trainer.is_deepspeed_enabled:
+        optimizer = 12 * sum(parameter_size(p) for p in trainable)
+    else:
+        optimizer = 2 * trained_bytes
+    all_bytes = sum(parameter_size(p) * p.element_size() for p in parameters)
+    weights = trained_bytes if isinstance(model, PeftModel) else all_bytes
+    kept = checkpoints_kept(trainer.args, total_steps)
+    return DiskPlan(weights + optimizer + SMALL_FILES, kept, weights + SMALL_FILES)
+
+
+def checkpoints_kept(args, total_steps: int) -> int:
+    """How many checkpoints can be on disk at once: save_total_limit, or every save of the run."""
+    strategy = str(getattr(args.save_strategy, "value", args.save_strategy))
+    if strategy == "no":
+        return 0
+    if strategy == "epoch":
+        saves = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 1
+    elif strategy == "best":
+        saves = 1
+    else:
+        interval = args.save_steps if args.save_steps >= 1 else max(1, math.ceil(args.save_steps * total_steps))
+        saves = max(1, math.ceil(total_steps / int(interval)))
+    if args.save_total_limit:
+        # The Trainer deletes old checkpoints only after writing the next: one more is on disk for a while.
+        return min(saves, args.save_total_limit + 1)
+    return saves
+
+
+def check_disk(plan: DiskPlan, output: Path) -> None:
+    existing = output if output.exists() else next(p for p in output.parents if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free >= plan.total:
+        return
+    raise UserError(
+        f"not enough disk space for {output}: this run writes up to {plan.total / GIB:,.2f} GiB "
+        f"({plan.checkpoints_kept} checkpoint(s) of {plan.checkpoint_bytes / GIB:,.2f} GiB, weights and optimizer "
+        f"state, plus the final save of {plan.final_bytes / GIB:,.2f} GiB) and {free / GIB:,.2f} GiB are free. "
+        "Free some space, lower train.save_total_limit, choose another output.dir, or pass --skip-disk-check."
+    )

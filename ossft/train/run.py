@@ -1,0 +1,278 @@
+"""The recipe's `train:` section -> TRL SFTConfig, then SFTTrainer on the model and the data."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ossft.checkpoints.verify import trainable_digest, verify_trained_model
+from ossft.data import prepare
+from ossft.errors import UserError
+from ossft.files import write_text_atomic
+from ossft.model import load as model
+from ossft.recipe.load import TRAIN_DEFAULTS
+from ossft.train import disk, resume, summary
+from ossft.train.provenance import recipe_copy
+
+RECIPE_COPY = "recipe.yaml"
+
+
+@dataclass
+class TrainingRun:
+    recipe: object
+    trainer: object
+    data: prepare.PreparedData
+    trainable_params: int
+    total_params: int
+    wall_seconds: float
+    measurements: object | None = None  # callbacks.Measurements: tokens, speed, peak memory
+    replica_digests: list[str] | None = None  # trained weights of each data-parallel rank, see replica_digests()
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.recipe.output.dir)
+
+
+def sft_config(recipe, has_eval: bool = False):
+    import torch
+    from trl import SFTConfig
+
+    # Only ossft's own defaults and what the recipe changes: passing the deprecated alias
+    # gradient_checkpointing, even at its default value, makes transformers warn.
+    chosen = recipe.train.model_dump()
+    values = {k: chosen[k] for k in TRAIN_DEFAULTS if chosen[k] is not None or k == "bf16"}
+    values.update(recipe.train.model_dump(exclude_defaults=True))
+    gpu = torch.cuda.is_available()
+    if values.get("bf16") is None:
+        values["bf16"] = gpu and torch.cuda.is_bf16_supported()
+    if not gpu:
+        values.setdefault("dataloader_pin_memory", False)  # pinning needs an accelerator
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+            # Without a GPU accelerate picks no backend and counts one process, while DeepSpeed runs
+            # its own gloo group of all of them: the batch-size check then fails (8 != 8 * 1 * 2).
+            values.setdefault("ddp_backend", "gloo")
+    # The Trainer asks DDP to search for unused parameters whenever the model is a PeftModel, an extra
+    # pass over the autograd graph every step. gpt-oss uses every parameter each step (the experts
+    # are stacked into single 3-D tensors, and the router always runs), so nothing is ever unused.
+    values.setdefault("ddp_find_unused_parameters", False)
+    refuse_packing(values)
+    if not gpu:
+        refuse_gpu_only(recipe, values)
+    if values.get("hub_token"):
+        # Hub pushes read HF_TOKEN; kept in TrainingArguments the token would be pickled into every
+        # checkpoint's training_args.bin.
+        os.environ["HF_TOKEN"] = values.pop("hub_token")
+    values = with_eval_schedule(values, has_eval)
+    try:
+        return SFTConfig(output_dir=recipe.output.dir, **values)
+    except ValueError as exc:
+        raise UserError(f"train: the settings do not fit together: {exc}") from exc
+
+
+def refuse_packing(values: dict) -> None:
+    for key in ("packing", "padding_free"):
+        if values.get(key):
+            # GptOssModel builds its masks without position_ids: packed examples attend to each other
+            # (design.md trap 2: logits off by up to 0.27 with eager attention).
+            raise UserError(
+                f"train.{key}: gpt-oss builds its attention masks without position_ids, so examples packed "
+                "into one sequence would attend to each other and train on a wrong context. Remove it; to "
+                "cut padding, batch examples of similar length with train.train_sampling_strategy: group_by_length."
+            )
+
+
+GPU_ONLY_OPTIMIZERS = ("8bit", "bnb", "paged", "apex")  # bitsandbytes and apex kernels are CUDA-only
+
+
+def refuse_gpu_only(recipe, values: dict) -> None:
+    """Options that cannot run without a GPU, refused before the model loads rather than deep inside it."""
+    problems = []
+    if recipe.model.attn_implementation != "eager":
+        problems.append(f"model.attn_implementation: {recipe.model.attn_implementation} needs a GPU (use eager on CPU)")
+    optim = str(getattr(values.get("optim"), "value", values.get("optim", "")))
+    if any(marker in optim for marker in GPU_ONLY_OPTIMIZERS):
+        problems.append(f"train.optim: {optim} needs CUDA (use adamw_torch on CPU)")
+    if values.get("fp16"):
+        problems.append("train.fp16: fp16 mixed precision needs a GPU (remove it; CPUs train in fp32)")
+    if problems:
+        raise UserError(
+            "no GPU here, and the recipe asks for what only a GPU does: " + "; ".join(problems) + ". "
+            "To try this recipe on this machine, run `ossft train RECIPE --smoke`."
+        )
+
+
+def with_eval_schedule(values: dict, has_eval: bool) -> dict:
+    """With an eval split and no eval schedule, evaluate whenever a checkpoint is saved."""
+    if has_eval and values.get("eval_strategy", "no") == "no":
+        values = {
+            **values,
+            "eval_strategy": values.get("save_strategy", "steps"),
+            "eval_steps": values.get("save_steps"),
+        }
+    return values
+
+
+def prepare_trainer(recipe, on_status=print, data_progress=None):
+    """Everything up to the first step: tokenizer, data, model, LoRA, trainer. `data_progress()`: a
+    context manager yielding an `on_progress(done, total)` for the tokenization (shown by rank 0)."""
+    from transformers import set_seed
+
+    from ossft.train.guards import CheckpointMarker, RunGuard
+    from ossft.train.meter import LossPlotCallback, MeteredSFTTrainer
+
+    early = sft_config(recipe)  # refuse a bad train: section before any slow work
+    tokenizer = model.load_tokenizer(recipe)
+    # The first process of each machine fills the tokenized-data cache; the others then read it
+    # instead of tokenizing the same rows at the same time.
+    with early.main_process_first(local=True, desc="tokenize the data"):
+        shown = data_progress is not None and early.process_index == 0
+        with data_progress() if shown else contextlib.nullcontext() as tick:
+            prepared = prepare.prepare_data(recipe, tokenizer, on_progress=tick)
+    stats = prepared.stats
+    origin = f" (from the cache {prepared.cache_path})" if prepared.from_cache else ""
+    on_status(
+        f"data: {stats.rows} rows -> {stats.examples} examples, {stats.tokens:,} tokens, "
+        f"{stats.trained_tokens:,} trained{origin}"
+    )
+    args = sft_config(recipe, has_eval=prepared.eval is not None)
+    # The Trainer seeds only when it is built, after the model: without this, LoRA's random init of
+    # lora_A differs from run to run and no two runs of one recipe train the same weights.
+    set_seed(args.seed)
+    network = model.apply_lora(model.load_model(recipe), recipe)
+    trainable, total = model.parameter_counts(network)
+    on_status(f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.2f}%)")
+    trainer = MeteredSFTTrainer(
+        model=network,
+        args=args,
+        train_dataset=prepared.train,
+        eval_dataset=prepared.eval,
+        processing_class=tokenizer,
+        callbacks=[LossPlotCallback(), CheckpointMarker(resume.run_identity(recipe, prepared.train))],
+        guard=RunGuard(recipe.guards.max_nonfinite_losses),
+    )
+    return trainer, prepared, trainable, total
+
+
+def replica_digests(trainer) -> list[str] | None:
+    """Each rank's digest of its trained weights, when every rank holds whole weights (DDP): they
+    must be equal, and a difference means the replicas drifted apart (a rank that skipped a step, a
+    non-deterministic all-reduce). None for one process and for sharded runs (FSDP, ZeRO-3), where
+    each rank holds a different shard. A collective: every rank calls it."""
+    from accelerate.utils import DistributedType, gather_object
+
+    accelerator = trainer.accelerator
+    if accelerator.num_processes == 1 or accelerator.distributed_type in (
+        DistributedType.FSDP,
+        DistributedType.DEEPSPEED,
+    ):
+        return None
+    return gather_object([trainable_digest(trainer.model)])
+
+
+def sharded_fsdp(trainer) -> bool:
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    return trainer.is_fsdp_enabled and plugin is not None and "SHARDED" in str(plugin.state_dict_type)
+
+
+def save_sharded_final(trainer, output: Path) -> None:
+    """The final save of an FSDP SHARDED_STATE_DICT run, which `Trainer.save_model` skips (it writes
+    nothing in that mode): each rank writes its shard, as for a checkpoint, into
+    OUTPUT/pytorch_model_fsdp_0/, which `ossft merge-shards` reads; rank 0 adds the config and
+    tokenizer. Gathering the whole model on one rank instead would need ~234 GB for 120b (trap 8)."""
+    from accelerate.utils import save_fsdp_model
+    from peft import PeftModel
+
+    is_adapter = isinstance(trainer.model, PeftModel)
+    accelerator = trainer.accelerator
+    save_fsdp_model(accelerator.state.fsdp_plugin, accelerator, trainer.model, str(output), adapter_only=is_adapter)
+    accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        if is_adapter:
+            trainer.model.peft_config["default"].save_pretrained(str(output))
+            trainer.model.get_base_model().config.save_pretrained(str(output))
+        else:
+            trainer.model.config.save_pretrained(str(output))
+        trainer.processing_class.save_pretrained(str(output))
+
+
+def resume_point(trainer, recipe, on_status) -> Path | None:
+    """Rank 0 looks first (and moves partial checkpoints aside); the others then see the same folder."""
+    identity = resume.run_identity(recipe, trainer.train_dataset)
+    with trainer.args.main_process_first(local=False, desc="choose the checkpoint to resume"):
+        say = on_status if trainer.is_world_process_zero() else (lambda line: None)
+        return resume.choose_checkpoint(recipe.output.resume, Path(recipe.output.dir), identity, say)
+
+
+def planned_steps(trainer) -> int:
+    args = trainer.args
+    if args.max_steps > 0:
+        return args.max_steps
+    per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    return math.ceil(len(trainer.train_dataset) / per_step) * math.ceil(args.num_train_epochs)
+
+
+def warn_if_too_big(recipe, trainer, on_status) -> None:
+    """`ossft plan`'s estimate against the GPU actually here; a warning, not a refusal: the estimate
+    is within ~15% of published figures, not exact."""
+    import torch
+
+    from ossft.launch import memory as plan
+
+    if not torch.cuda.is_available():
+        return
+    try:
+        layout = plan.layout_for(recipe, trainer.accelerator.num_processes, 1)
+        warning = plan.memory_warning(recipe, layout, torch.cuda.get_device_properties(0).total_memory)
+    except UserError:
+        return  # a model whose shape the planner cannot read: nothing to compare
+    if warning:
+        on_status(f"[yellow]{warning}[/]")
+
+
+def run_training(recipe, on_status=print, check_disk: bool = True, data_progress=None) -> TrainingRun:
+    trainer, prepared, trainable, total = prepare_trainer(recipe, on_status, data_progress)
+    output = Path(recipe.output.dir)
+    warn_if_too_big(recipe, trainer, on_status)
+    if check_disk:
+        plan = disk.plan_disk(trainer, planned_steps(trainer))
+        disk.check_disk(plan, output)  # every rank: on nodes without a shared disk each has its own
+        on_status(f"disk: this run writes up to {plan.total / disk.GIB:,.2f} GiB ({plan.checkpoints_kept} checkpoints)")
+    main = trainer.is_world_process_zero()  # shared outputs are written once, by rank 0
+    if main:
+        write_text_atomic(output / RECIPE_COPY, recipe_copy(recipe))
+    checkpoint = resume_point(trainer, recipe, on_status)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    wall = time.perf_counter() - started
+    trainer.guard.outcome(trainer.args, trainer.state)  # preempted, or stopped on non-finite losses
+    if sharded_fsdp(trainer):
+        save_sharded_final(trainer, output)
+        on_status(f"saved as FSDP shards in {output}; `ossft merge-shards {output}` makes a loadable model")
+    else:
+        trainer.save_model(str(output))
+        if main:
+            verified = verify_trained_model(trainer.model, output, trainer.saved_state_dict)
+            on_status(f"saved and read back: {verified.tensors} tensors of the {verified.architecture} in {output}")
+    trainer.saved_state_dict = None
+    trainer.save_state()
+    replicas = replica_digests(trainer)
+    run = TrainingRun(recipe, trainer, prepared, trainable, total, wall, trainer.meter.measure(trainer), replicas)
+    if main:
+        summary.write_run_outputs(run)  # summary.json, loss.png, then README.md over TRL's and PEFT's cards
+    leave_process_group(trainer)
+    return run
+
+
+def leave_process_group(trainer) -> None:
+    """Every rank waits for rank 0's report, then the process group is taken down on purpose. A rank
+    that exits with the group still up can abort in gloo's threads at interpreter shutdown ("terminate
+    called without an active exception", SIGABRT: pytorch/pytorch#190489; seen once in CI on a
+    2-process run), which torchrun reports as a failed run although the model was saved. Only on
+    success: taking the group down while another rank is stuck in a collective would hang."""
+    if trainer.accelerator.num_processes > 1:
+        trainer.accelerator.wait_for_everyone()
+        trainer.accelerator.end_training()
