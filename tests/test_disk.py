@@ -31,7 +31,7 @@ def test_estimate_covers_what_the_run_writes(tiny_model_dir, tmp_path, cli):
 
     out = tmp_path / "out"
     trainer, *_ = prepare_trainer(load_recipe(QUICKSTART, overrides(tiny_model_dir, out)), on_status=lambda _: None)
-    plan = disk.plan_disk(trainer, planned_steps(trainer))
+    plan = disk.disk_needs(trainer, planned_steps(trainer))
     assert (planned_steps(trainer), plan.checkpoints_kept) == (4, 2)
     # LoRA: 27,648 trainable fp32 parameters -> 110,592 bytes of weights, twice that of AdamW moments.
     assert plan.final_bytes == 110_592 + disk.SMALL_FILES

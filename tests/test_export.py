@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from ossft.checkpoints.verify import saved_tensors
-from ossft.convert.export import QUANTIZATION_CONFIG, export_mxfp4
+from ossft.convert.export import export_mxfp4
 from ossft.errors import UserError
 from ossft.gptoss import mxfp4
+from ossft.gptoss.mxfp4 import QUANTIZATION_CONFIG
 
 # The tiny model (ossft.tiny defaults): 2 layers, 4 experts, hidden = intermediate = 64, fp32.
 # gate_up_proj [4, 64, 128] + down_proj [4, 64, 64] = 49,152 expert values per layer, 98,304 in all.

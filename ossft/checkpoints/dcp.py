@@ -16,18 +16,15 @@ for a PEFT model, what `get_peft_model_state_dict` gives (the Trainer saves adap
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ossft.checkpoints.layout import INDEX
+from ossft.checkpoints.layout import ADAPTER_WEIGHTS, CHECKPOINT, FSDP_MODEL_FOLDER, INDEX, SINGLE_FILE
 from ossft.errors import UserError
 
-MODEL_FOLDER = "pytorch_model_fsdp_0"
 STATE_KEY = "model"  # accelerate saves {"model": state_dict}; DCP flattens it to "model.<name>"
-CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
 @dataclass(frozen=True)
@@ -42,31 +39,31 @@ def find_sharded_save(path: Path) -> Path:
     for an older one: which weights to publish is the user's call."""
     if not path.is_dir():
         raise UserError(f"{path} is not a folder. Pass the output folder of an FSDP run, or one of its checkpoint-N.")
-    if path.name == MODEL_FOLDER:  # the DCP folder itself: its parent is the save
+    if path.name == FSDP_MODEL_FOLDER:  # the DCP folder itself: its parent is the save
         path = path.parent
     newest = max(_checkpoints(path), key=lambda p: int(CHECKPOINT.fullmatch(p.name)[1]), default=None)
-    folder = path if (path / MODEL_FOLDER).is_dir() else newest
+    folder = path if (path / FSDP_MODEL_FOLDER).is_dir() else newest
     if folder is None:
         raise UserError(f"{path} holds no FSDP sharded save: {_what_is_there(path)}")
-    if not (folder / MODEL_FOLDER / ".metadata").is_file():
+    if not (folder / FSDP_MODEL_FOLDER / ".metadata").is_file():
         raise UserError(
-            f"{folder / MODEL_FOLDER} has no .metadata: the save was interrupted (DCP writes it last). "
+            f"{folder / FSDP_MODEL_FOLDER} has no .metadata: the save was interrupted (DCP writes it last). "
             "Pass an earlier checkpoint-N folder instead."
         )
     return folder
 
 
 def _checkpoints(path: Path) -> list[Path]:
-    return [p for p in path.iterdir() if CHECKPOINT.fullmatch(p.name) and (p / MODEL_FOLDER).is_dir()]
+    return [p for p in path.iterdir() if CHECKPOINT.fullmatch(p.name) and (p / FSDP_MODEL_FOLDER).is_dir()]
 
 
 def _what_is_there(path: Path) -> str:
-    if any((path / name).is_file() for name in ("adapter_model.safetensors", "model.safetensors", INDEX)):
+    if any((path / name).is_file() for name in (ADAPTER_WEIGHTS, SINGLE_FILE, INDEX)):
         return "it already holds a Hugging Face model or adapter, which needs no merging."
     if (path / "pytorch_model_fsdp.bin").is_file():
         return "pytorch_model_fsdp.bin is a FULL_STATE_DICT save; its folder holds the model already."
     return (
-        f"no {MODEL_FOLDER}/ in it nor in a checkpoint-N/ folder. Pass the output.dir of a run trained with "
+        f"no {FSDP_MODEL_FOLDER}/ in it nor in a checkpoint-N/ folder. Pass the output.dir of a run trained with "
         "FSDP and fsdp_state_dict_type: SHARDED_STATE_DICT, or one of its checkpoint-N folders."
     )
 

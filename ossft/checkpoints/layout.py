@@ -1,20 +1,35 @@
-"""The sharded safetensors layout ossft writes: `model-0000x-of-0000N.safetensors` plus an index.
+"""The names of what ossft writes and reads on disk, and the sharded safetensors layout.
 
-Always the sharded form, one shard included, so every folder ossft writes reads the same way. Reading
-goes the other way: every command that reads a model or adapter folder checks its files here first.
+Model folders are always written in the sharded form (`model-0000x-of-0000N.safetensors` plus an
+index), one shard included, so every folder ossft writes reads the same way. A training run's output
+folder holds the recipe copy, checkpoint-N folders and, after FSDP, the sharded save.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
-import struct
+from collections.abc import Iterable
 from pathlib import Path
 
 from ossft.errors import UserError
+from ossft.units import GIB
 
 INDEX = "model.safetensors.index.json"
-DEFAULT_MAX_SHARD_SIZE = 5 * 2**30
+SINGLE_FILE = "model.safetensors"  # the unsharded form other tools write
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # PEFT's adapter files
+ADAPTER_CONFIG = "adapter_config.json"
+GENERATION_CONFIG = "generation_config.json"
+RECIPE_COPY = "recipe.yaml"  # the resolved recipe `ossft train` writes into its output folder
+TRAINER_STATE = "trainer_state.json"
+SUMMARY_FILE = "summary.json"  # what ossft adds to a run's output folder: the summary, the plot, the card
+PLOT_FILE = "loss.png"
+CARD_FILE = "README.md"
+# accelerate's save_fsdp_model under SHARDED_STATE_DICT: one DCP folder, in the run or a checkpoint
+FSDP_MODEL_FOLDER = "pytorch_model_fsdp_0"
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # the Trainer's checkpoint folders
+DEFAULT_MAX_SHARD_SIZE = 5 * GIB
 # What a server or `from_pretrained` reads besides config.json and the weights, copied along when present.
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -38,18 +53,7 @@ def write_index(folder: Path, weight_map: dict[str, str], total_size: int) -> No
     (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
 
-def ensure_room(out_dir: Path, needed: int, what: str) -> None:
-    """Refuse before writing anything when the output filesystem cannot hold `needed` bytes (plus 1 MiB)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(out_dir.parent).free
-    if free < needed + 2**20:
-        raise UserError(
-            f"not enough disk space in {out_dir.parent}: {what} needs {needed / 2**30:.1f} GiB, "
-            f"{free / 2**30:.1f} GiB are free. Free some space or choose an --out folder on another disk."
-        )
-
-
-def plan_shards(tensors: list, max_shard_size: int) -> list[list]:
+def group_into_shards(tensors: list, max_shard_size: int) -> list[list]:
     """Tensors (anything with `nbytes`) in order, a new shard whenever the next would pass the limit;
     a tensor bigger than the limit gets a shard of its own."""
     shards: list[list] = [[]]
@@ -63,149 +67,38 @@ def plan_shards(tensors: list, max_shard_size: int) -> list[list]:
     return shards
 
 
-def local_model_folder(name: str) -> Path | None:
-    """A local folder, or a Hub id already in the local cache (never the network: merges and exports
-    run where training ran). None when neither: the caller says what to do."""
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        return folder
-    if name.count("/") != 1 or name.startswith((".", "/", "~")):
-        return None
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # not cached, or not a valid id
-        return None
+def checkpoint_name(step: int) -> str:
+    return f"checkpoint-{step}"
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading a saved model: every file checked where it is opened, so that a damaged folder is a
-# UserError naming the file, never a SafetensorError or JSONDecodeError from deep inside a load.
-
-COPY_AGAIN = "Copy or download the model folder again, or save it again."
-
-
-def read_json_object(path: Path, fix: str = COPY_AGAIN) -> dict:
-    """The JSON object in `path`, or a UserError saying what is wrong with the file and `fix`."""
-    try:
-        text = path.read_bytes()
-        doc = json.loads(text)
-    except FileNotFoundError:
-        raise UserError(f"{path} is missing. {fix}") from None
-    except OSError as exc:
-        raise UserError(f"{path} cannot be read ({exc.strerror}). {fix}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text, so not JSON: the file is damaged. {fix}") from None
-    except json.JSONDecodeError as exc:
-        what = "empty" if not text.strip() else f"not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno})"
-        raise UserError(f"{path} is {what}: the file is damaged. {fix}") from None
-    except (ValueError, RecursionError) as exc:  # a number or a nesting Python's reader refuses
-        raise UserError(f"{path} cannot be read as JSON ({type(exc).__name__}): the file is damaged. {fix}") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path} holds a JSON {type(doc).__name__}, not an object: the file is damaged. {fix}")
-    return doc
+def checkpoint_step(folder: Path) -> int | None:
+    """N of a `checkpoint-N` folder, else None."""
+    match = CHECKPOINT.fullmatch(folder.name)
+    return int(match[1]) if match else None
 
 
-def safetensors_header(file: Path, fix: str = COPY_AGAIN) -> dict[str, dict]:
-    """A safetensors file's tensors (name -> dtype, shape, data_offsets), checked against the file's size:
-    a file cut short anywhere, in its header or its data, is found before any tensor is read."""
-    try:
-        size = file.stat().st_size
-        with open(file, "rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                raise _Damaged("empty" if size == 0 else f"truncated: {size} bytes, not even the header's length")
-            (length,) = struct.unpack("<Q", head)
-            if 8 + length > size:
-                raise _Damaged(f"truncated in its header: the header needs {8 + length:,} bytes, the file has {size:,}")
-            header = json.loads(handle.read(length))
-        if not isinstance(header, dict):
-            raise _Damaged("not a safetensors file: its header is not a JSON object")
-        header.pop("__metadata__", None)
-        ends = [_data_end(name, entry) for name, entry in header.items()]
-        if 8 + length + max(ends, default=0) != size:
-            needed = 8 + length + max(ends, default=0)
-            cut = "truncated in its data" if needed > size else "longer than its header says"
-            raise _Damaged(f"{cut}: its header says the tensors end at byte {needed:,}, the file has {size:,} bytes")
-    except FileNotFoundError:
-        raise UserError(f"{file} is missing. {fix}") from None
-    except OSError as exc:
-        raise UserError(f"{file} cannot be read ({exc.strerror}). {fix}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UserError(f"{file} is not a safetensors file: its header is not valid JSON. {fix}") from None
-    except _Damaged as exc:
-        raise UserError(f"{file} is {exc}. {fix}") from None
-    return header
+def require_empty_output(out_dir: Path) -> None:
+    """Converters never write over anything: their output folder must not exist or be empty."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise UserError(f"{out_dir} already exists and is not empty. Choose another --out folder or delete it first.")
 
 
-class _Damaged(Exception):
-    pass
+def copy_tokenizer(folders: Iterable[Path], staging: Path) -> Path | None:
+    """Every tokenizer file of the first folder that holds a tokenizer, never a mix of two tokenizers;
+    returns that folder, or None when none has one."""
+    for folder in folders:
+        if any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+            for name in TOKENIZER_FILES:
+                if (folder / name).is_file():
+                    shutil.copy2(folder / name, staging / name)
+            return folder
+    return None
 
 
-def _data_end(name: str, entry: object) -> int:
-    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-        raise _Damaged(f"not a safetensors file: its header entry for {name} has no data_offsets")
-    return offsets[1]
-
-
-def check_model_folder(folder: Path, fix: str = COPY_AGAIN) -> dict:
-    """config.json of a model folder, and its safetensors weights checked whole (see `model_weights`);
-    other weights (pytorch_model.bin) are left to the loader."""
-    config = read_json_object(folder / "config.json", fix)
-    if (folder / INDEX).is_file() or (folder / "model.safetensors").is_file():
-        model_weights(folder, fix)
-    return config
-
-
-def model_weights(folder: Path, fix: str = COPY_AGAIN) -> dict[Path, dict[str, dict]]:
-    """Each weight file of a model folder and its tensors (as `safetensors_header` gives them), in the
-    index's order; every file checked whole, and the index checked against what the files hold."""
-    index = folder / INDEX
-    if index.is_file():
-        weight_map = read_json_object(index, fix).get("weight_map")
-        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
-            raise UserError(f"{index} has no weight_map of tensor names to files: the file is damaged. {fix}")
-        files = [folder / name for name in dict.fromkeys(weight_map.values())]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise UserError(
-                f"{folder} is incomplete: {INDEX} names {', '.join(missing[:3])}"
-                f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}, which "
-                f"{'is' if len(missing) == 1 else 'are'} not there. Copy or download the missing shards."
-            )
-    elif (folder / "model.safetensors").is_file():
-        weight_map, files = None, [folder / "model.safetensors"]
-    else:
-        raise UserError(
-            f"{folder} holds no safetensors weights (model.safetensors or {INDEX}). "
-            "Pass a model folder saved with safetensors (the default of save_pretrained)."
-        )
-    headers = {file: safetensors_header(file, fix) for file in files}
-    if weight_map is not None:
-        _check_index(index, weight_map, headers)
-    return headers
-
-
-def _check_index(index: Path, weight_map: dict[str, str], headers: dict[Path, dict]) -> None:
-    """The index and the files must agree. transformers 5 goes by the files and loads such a folder
-    anyway, but other readers go by the index, and ossft writes none that disagree: a mismatch means
-    the folder mixes two saves (a shard copied from another run), so none of it can be trusted."""
-    holder = {name: file.name for file, header in headers.items() for name in header}
-    wrong = [name for name, file in weight_map.items() if holder.get(name) != file]
-    if wrong:
-        name = wrong[0]
-        where = f"it is in {holder[name]}" if name in holder else "no weight file holds it"
-        raise UserError(
-            f"{index} does not match the weight files: it puts {name} in {weight_map[name]}, but {where}"
-            f"{f' ({len(wrong)} such tensors)' if len(wrong) > 1 else ''}. The index and the files come from "
-            f"different saves. {COPY_AGAIN}"
-        )
-    unlisted = [name for name in holder if name not in weight_map]
-    if unlisted:
-        raise UserError(
-            f"{index} does not match the weight files: {unlisted[0]} in {holder[unlisted[0]]} is not in its "
-            f"weight_map{f' ({len(unlisted)} such tensors)' if len(unlisted) > 1 else ''}. The index and the files "
-            f"come from different saves. {COPY_AGAIN}"
-        )
+def copy_generation_config(folders: Iterable[Path], staging: Path) -> bool:
+    """generation_config.json from the first folder that has one."""
+    for folder in folders:
+        if (folder / GENERATION_CONFIG).is_file():
+            shutil.copy2(folder / GENERATION_CONFIG, staging / GENERATION_CONFIG)
+            return True
+    return False

@@ -1,6 +1,6 @@
 """Proof that a model folder ossft wrote holds what was in memory, before any command reports success.
 
-A dequantized gpt-oss saved naively reloads with random experts and only a warning (design.md trap 1),
+A dequantized gpt-oss saved naively reloads with random experts and only a warning (docs/traps.md#trap-1),
 so every written model is read back: the tensor names must be exactly what the architecture expects
 (no missing, no unexpected keys, as `from_pretrained` would see them), each tensor must equal the
 one that was written (bytes compared through a digest, one tensor in memory at a time), and
@@ -15,9 +15,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ossft.checkpoints.layout import ADAPTER_WEIGHTS, INDEX, SINGLE_FILE
 from ossft.errors import UserError
-
-EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+from ossft.gptoss.facts import EXPERT_PARAMETERS, is_mxfp4
 
 
 class VerificationError(RuntimeError):
@@ -49,11 +49,11 @@ def digests(state: Mapping[str, object]) -> dict[str, str]:
 
 
 def shard_files(folder: Path) -> list[Path]:
-    index = folder / "model.safetensors.index.json"
+    index = folder / INDEX
     if index.is_file():
         names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         return [folder / name for name in names]
-    single = folder / "model.safetensors"
+    single = folder / SINGLE_FILE
     if single.is_file():
         return [single]
     raise UserError(f"{folder} holds no safetensors weights (model.safetensors or an index); is it a model folder?")
@@ -74,22 +74,28 @@ def saved_tensors(folder: Path) -> Iterator[tuple[str, object]]:
             yield name, tensor
 
 
-def expected_keys(folder: Path) -> set[str]:
-    """The parameter names the architecture in config.json loads, built on the meta device (no memory)."""
+def meta_model(config: dict):
+    """The architecture `config` (config.json as a dict) describes, on the meta device: no memory.
+    Experts appear as their plain parameters, as training had them, whatever the quantization."""
     import torch
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    config = AutoConfig.from_pretrained(folder)
+    plain = AutoConfig.for_model(**{k: v for k, v in config.items() if k != "quantization_config"})
     # The class itself, not AutoModelForCausalLM.from_config: under ZeRO-3 that one builds inside
     # deepspeed.zero.Init, a collective, and rank 0 verifying alone would wait there for the others.
     with torch.device("meta"):
-        model = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)](config)
+        return MODEL_FOR_CAUSAL_LM_MAPPING[type(plain)](plain)
+
+
+def expected_keys(folder: Path) -> set[str]:
+    """The parameter names the architecture in config.json loads."""
+    config = json.loads((folder / "config.json").read_text())
+    model = meta_model(config)
     keys = set(model.state_dict())
-    if getattr(config, "tie_word_embeddings", False):
+    if getattr(model.config, "tie_word_embeddings", False):
         keys.discard("lm_head.weight")
-    quantization = getattr(config, "quantization_config", None) or {}
-    if (quantization if isinstance(quantization, dict) else quantization.to_dict()).get("quant_method") == "mxfp4":
+    if is_mxfp4(config):
         packed = {k for k in keys if k.endswith(EXPERT_PARAMETERS)}
         keys = (keys - packed) | {f"{k}_{part}" for k in packed for part in ("blocks", "scales")}
     return keys
@@ -134,7 +140,7 @@ def verify_adapter_folder(folder: str | Path, written: Mapping[str, str]) -> Ver
     from safetensors import safe_open
 
     folder = Path(folder)
-    with safe_open(str(folder / "adapter_model.safetensors"), framework="pt") as handle:
+    with safe_open(str(folder / ADAPTER_WEIGHTS), framework="pt") as handle:
         found = {name: tensor_digest(handle.get_tensor(name)) for name in handle.keys()}
     _compare_keys(folder, set(found), set(written), "ossft wrote")
     changed = sorted(name for name, digest in written.items() if found[name] != digest)

@@ -22,28 +22,28 @@ Sizes here (`bytes_in`, `bytes_out`) are tensor data bytes, safetensors headers 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ossft.checkpoints.disk_space import ensure_room
 from ossft.checkpoints.layout import (
     DEFAULT_MAX_SHARD_SIZE,
+    GENERATION_CONFIG,
     TOKENIZER_FILES,
-    ensure_room,
-    model_weights,
-    read_json_object,
+    copy_generation_config,
+    copy_tokenizer,
+    require_empty_output,
     shard_names,
     write_index,
 )
+from ossft.checkpoints.read import model_weights, read_json_object
 from ossft.errors import UserError
 from ossft.files import staged_folder
 from ossft.gptoss import mxfp4
+from ossft.gptoss.facts import EXPERT_PARAMETERS, is_mxfp4
 
-EXPERT_SUFFIXES = tuple(f".mlp.experts.{proj}" for proj in mxfp4.EXPERT_PROJECTIONS)
-QUANTIZATION_CONFIG = mxfp4.QUANTIZATION_CONFIG
-COPIED_FILES = ("generation_config.json", *TOKENIZER_FILES)
 FLOAT_DTYPES = ("F64", "F32", "BF16", "F16")
 
 
@@ -93,8 +93,7 @@ def export_mxfp4(
     if max_shard_size <= 0:
         raise UserError(f"the maximum shard size must be a positive number of bytes, got {max_shard_size}.")
     config = _check_model_folder(model_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise UserError(f"{out_dir} already exists and is not empty. Choose another --out folder or delete it first.")
+    require_empty_output(out_dir)
     sources = _plan(model_dir, max_shard_size)
     bytes_in = sum(s.nbytes for s in sources)
     bytes_out = sum(s.bytes_out for s in sources)
@@ -134,11 +133,9 @@ def export_mxfp4(
         del buffer
         write_index(staging, weight_map, bytes_out)
         (staging / "config.json").write_text(json.dumps(_mxfp4_config(config), indent=2) + "\n")
-        copied = []
-        for name in COPIED_FILES:
-            if (model_dir / name).is_file():
-                shutil.copy2(model_dir / name, staging / name)
-                copied.append(name)
+        copied = [GENERATION_CONFIG] if copy_generation_config([model_dir], staging) else []
+        if copy_tokenizer([model_dir], staging):
+            copied += [name for name in TOKENIZER_FILES if (staging / name).is_file()]
         verify_model_folder(staging, written)
         _usual_permissions(staging)
     return ExportReport(
@@ -173,13 +170,13 @@ def _check_model_folder(model_dir: Path) -> dict:
         raise UserError(
             f"{model_dir} holds a {kind or 'unknown'} model, not gpt-oss; MXFP4 export is for gpt-oss only."
         )
-    quantization = config.get("quantization_config") or {}
-    method = quantization.get("quant_method") if isinstance(quantization, dict) else None
-    if method == "mxfp4":
+    if is_mxfp4(config):
         raise UserError(
             f"{model_dir} is already MXFP4 (quantization_config says so); there is nothing to export. "
             "Pass a bf16 or fp32 model folder."
         )
+    quantization = config.get("quantization_config")
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else None
     if method:
         raise UserError(
             f"{model_dir} is quantized with {method}; MXFP4 export needs bf16 or fp32 weights. "
@@ -218,7 +215,7 @@ def _plan(model_dir: Path, max_shard_size: int) -> list[_Source]:
                     "If this folder came from saving a dequantized model (its experts may be bf16 under *_blocks "
                     "names), reload the original MXFP4 checkpoint instead."
                 )
-            expert = name.endswith(EXPERT_SUFFIXES)
+            expert = name.endswith(EXPERT_PARAMETERS)
             if expert:
                 bytes_out = _expert_bytes_out(model_dir, name, dtype, shape)
             else:
@@ -306,7 +303,7 @@ def _usual_permissions(folder: Path) -> None:
 def _mxfp4_config(config: dict) -> dict:
     out = dict(config)
     out["architectures"] = ["GptOssForCausalLM"]
-    out["quantization_config"] = json.loads(json.dumps(QUANTIZATION_CONFIG))
+    out["quantization_config"] = json.loads(json.dumps(mxfp4.QUANTIZATION_CONFIG))
     # The released checkpoints say bfloat16: servers run the model in it (a float32 input's non-expert tensors stay
     # float32 on disk and are cast on load). Both spellings, for older and newer transformers.
     out["dtype"] = out["torch_dtype"] = "bfloat16"

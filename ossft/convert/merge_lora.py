@@ -5,8 +5,8 @@ to) is made from safetensors headers and the adapter alone, and every shape is c
 written. Then base tensors are read one at a time with `safe_open`, merged, and written one output shard at a
 time. Memory stays near one output shard (`max_shard_size`, 5 GiB by default) plus the tensor in hand and the
 adapter, so a 120b merge fits on any machine the model fits on once, unlike `merge_and_unload`, which needs the
-whole model in memory (and Axolotl's or accelerate's merges, which also write one file with no config: design.md
-trap 8).
+whole model in memory (and Axolotl's or accelerate's merges, which also write one file with no config:
+docs/traps.md#trap-8).
 
 The delta, computed in float32 and added before the one cast back to the tensor's dtype:
 - attention (and any other) Linear: `W [out, in] += s * B @ A`, with `A` [r, in], `B` [out, r] (transposed when
@@ -23,7 +23,7 @@ the last one outermost. The order is read from the architecture itself (built on
 
 An MXFP4 base (`quantization_config.quant_method == "mxfp4"`, experts as `..._blocks` / `..._scales`) is
 dequantized while streaming to `dtype` and written under the plain names, without `quantization_config`
-(design.md trap 1). The result goes into a temporary folder beside `out_dir`, is read back and checked tensor by
+(docs/traps.md#trap-1). The result goes into a temporary folder beside `out_dir`, is read back and checked tensor by
 tensor (`verify_model_folder`), and only then renamed to `out_dir`.
 """
 
@@ -31,27 +31,30 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ossft.checkpoints.disk_space import ensure_room
+from ossft.checkpoints.dtypes import float_dtype
 from ossft.checkpoints.layout import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
     DEFAULT_MAX_SHARD_SIZE,
-    TOKENIZER_FILES,
-    ensure_room,
-    local_model_folder,
-    model_weights,
-    plan_shards,
-    read_json_object,
-    safetensors_header,
+    copy_generation_config,
+    copy_tokenizer,
+    group_into_shards,
+    require_empty_output,
     shard_names,
     write_index,
 )
+from ossft.checkpoints.read import local_model_folder, model_weights, read_json_object, safetensors_header
+from ossft.checkpoints.verify import meta_model, tensor_digest, verify_model_folder
 from ossft.errors import UserError
 from ossft.files import staged_folder
 from ossft.gptoss import mxfp4
+from ossft.gptoss.facts import EXPERT_PARAMETERS, is_mxfp4
 
 ADAPTER_PREFIX = "base_model.model."
 ADAPTER_FIX = "Copy the adapter folder again, or merge one of the run's checkpoint-N folders instead."
@@ -134,22 +137,20 @@ def merge_lora(
     120b merge runs wherever the 120b model fits once. `on_progress(done_bytes, total_bytes)` follows the
     tensor bytes written. Raises UserError, before writing anything, for whatever the user can fix.
     """
-    from ossft.checkpoints.verify import tensor_digest, verify_model_folder
 
     start = time.perf_counter()
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    dtype = _dtype_name(dtype)
+    dtype = str(float_dtype(dtype)).removeprefix("torch.")
     if max_shard_size <= 0:
         raise UserError(f"the maximum shard size must be a positive number of bytes, got {max_shard_size}.")
     adapter_config, adapter = _read_adapter(adapter_dir)
     base_dir = _resolve_base(base, adapter_config, adapter_dir)
     config, headers = _read_base(base_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise UserError(f"{out_dir} already exists and is not empty. Choose another --out folder or delete it first.")
+    require_empty_output(out_dir)
 
-    plan = _plan_tensors(base_dir, headers, _is_mxfp4(config), dtype)
+    plan = _plan_tensors(base_dir, headers, is_mxfp4(config), dtype)
     deltas = _deltas(adapter_config, adapter, config, plan)
-    shards = plan_shards(plan, max_shard_size)
+    shards = group_into_shards(plan, max_shard_size)
     total = sum(t.nbytes for t in plan)
     ensure_room(out_dir, total, "the merged model")
 
@@ -174,21 +175,12 @@ def merge_lora(
     return MergeReport(out_dir, len(shards), len(plan), merged, time.perf_counter() - start)
 
 
-def _dtype_name(dtype) -> str:
-    import torch
-
-    name = str(dtype).removeprefix("torch.")
-    if not isinstance(getattr(torch, name, None), torch.dtype) or not getattr(torch, name).is_floating_point:
-        raise UserError(f"--dtype: '{dtype}' is not a floating-point torch dtype; use bfloat16, float16 or float32.")
-    return name
-
-
 def _read_adapter(adapter_dir: Path) -> tuple[dict, dict]:
     from safetensors.torch import load_file
 
     if not adapter_dir.is_dir():
         raise UserError(f"adapter folder not found: {adapter_dir}. Pass the output folder of a LoRA `ossft train` run.")
-    config_file = adapter_dir / "adapter_config.json"
+    config_file = adapter_dir / ADAPTER_CONFIG
     if not config_file.is_file():
         what = "a full model" if (adapter_dir / "config.json").is_file() else "no adapter_config.json"
         raise UserError(
@@ -201,7 +193,7 @@ def _read_adapter(adapter_dir: Path) -> tuple[dict, dict]:
     for key in UNSUPPORTED:
         if config.get(key):
             raise UserError(f"{adapter_dir} sets {key}, which merge-lora cannot merge; it merges plain LoRA deltas.")
-    weights = adapter_dir / "adapter_model.safetensors"
+    weights = adapter_dir / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise UserError(
             f"{adapter_dir} has adapter_config.json but no adapter_model.safetensors; was the save interrupted?"
@@ -236,10 +228,6 @@ def _read_base(base_dir: Path) -> tuple[dict, dict[str, tuple[Path, dict]]]:
     return config, headers
 
 
-def _is_mxfp4(config: dict) -> bool:
-    return (config.get("quantization_config") or {}).get("quant_method") == "mxfp4"
-
-
 def _plan_tensors(base_dir: Path, headers: dict, mxfp4_base: bool, dtype: str) -> list[_Tensor]:
     """Every output tensor, in the base's order, from the headers alone."""
     import torch
@@ -247,7 +235,7 @@ def _plan_tensors(base_dir: Path, headers: dict, mxfp4_base: bool, dtype: str) -
     plan = []
     for name, (_, entry) in headers.items():
         shape, (begin, end) = tuple(entry["shape"]), entry["data_offsets"]
-        expert = mxfp4_base and name.removesuffix("_blocks").removesuffix("_scales").endswith(_EXPERT_SUFFIXES)
+        expert = mxfp4_base and name.removesuffix("_blocks").removesuffix("_scales").endswith(EXPERT_PARAMETERS)
         if not expert:
             plan.append(_Tensor(name, shape, end - begin, (name,)))
         elif name.endswith("_blocks"):
@@ -261,7 +249,6 @@ def _plan_tensors(base_dir: Path, headers: dict, mxfp4_base: bool, dtype: str) -
     return plan
 
 
-_EXPERT_SUFFIXES = tuple(f".mlp.experts.{proj}" for proj in mxfp4.EXPERT_PROJECTIONS)
 
 
 def _deltas(adapter_config: dict, adapter: dict, config: dict, plan: list[_Tensor]) -> dict[str, _Delta]:
@@ -324,12 +311,7 @@ def _parameter_targets(adapter_config: dict, config: dict) -> dict[str, list[str
     targets = sorted(set(adapter_config.get("target_parameters") or []))
     if not targets:
         return {}
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    plain = {k: v for k, v in config.items() if k != "quantization_config"}
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**plain))
+    model = meta_model(config)
     found: dict[str, list[str]] = {}
     for module_name, module in model.named_modules():
         for param_name, _ in module.named_parameters(recurse=False):
@@ -388,17 +370,12 @@ def _write_config(config: dict, staging: Path, dtype: str) -> None:
     if config.pop("quantization_config", None) is not None:
         config["dtype"] = dtype  # the experts' dtype now; a bf16 base's other tensors are bf16 already
         config.pop("torch_dtype", None)
-    config["architectures"] = ["GptOssForCausalLM"]  # never an FSDP wrapper's name (design.md trap 9)
+    config["architectures"] = ["GptOssForCausalLM"]  # never an FSDP wrapper's name (docs/traps.md#trap-9)
     (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _copy_side_files(adapter_dir: Path, base_dir: Path, staging: Path) -> None:
     """generation_config.json from the base; the tokenizer from the adapter folder when it has one (training
     may have added tokens or a chat template), else from the base. Never a mix of the two."""
-    if (base_dir / "generation_config.json").is_file():
-        shutil.copy2(base_dir / "generation_config.json", staging)
-    has_tokenizer = any((adapter_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-    source = adapter_dir if has_tokenizer else base_dir
-    for name in TOKENIZER_FILES:
-        if (source / name).is_file():
-            shutil.copy2(source / name, staging)
+    copy_generation_config([base_dir], staging)
+    copy_tokenizer([adapter_dir, base_dir], staging)

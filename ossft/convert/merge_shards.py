@@ -3,14 +3,14 @@
 An FSDP2 run saved with SHARDED_STATE_DICT leaves one `.distcp` file per rank and no config, tokenizer or
 adapter config (see ossft/checkpoints/dcp.py for the exact layout). This writes what `from_pretrained` loads:
 - a full fine-tune: sharded safetensors + index, config.json naming the plain architecture (never an `FSDP...`
-  wrapper, design.md trap 9, nor the MXFP4 `quantization_config` of a base whose experts training dequantized),
+  wrapper, docs/traps.md#trap-9, nor the MXFP4 `quantization_config` of a base whose experts training dequantized),
   generation_config.json and the tokenizer;
 - a LoRA run: `adapter_model.safetensors` with exactly the names PEFT's `save_pretrained` writes, and
   `adapter_config.json` (found beside the save, or rebuilt from the run's recipe.yaml the way training built it).
 Config, tokenizer and generation config come from the save's folder, then the run folder, then the base model
 (`--base`, or the recipe's `model.base_model`).
 
-Streamed, unlike `accelerate merge-weights` or `dcp_to_torch_save`, which load the whole model (design.md trap 8):
+Streamed, unlike `accelerate merge-weights` or `dcp_to_torch_save`, which load the whole model (docs/traps.md#trap-8):
 the names, shapes and dtypes come from DCP's `.metadata` alone, are checked against the architecture, and then
 each output file is written header first (ossft/checkpoints/safetensors_writer.py) and filled batch by batch, each batch
 one `dcp.load` of just its keys, the next batch read while this one is written. Peak memory: two batches
@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import shutil
 import time
 import warnings
 from collections import Counter
@@ -34,32 +33,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ossft.checkpoints.dcp import (
-    MODEL_FOLDER,
     TensorInfo,
     find_sharded_save,
     load_tensors,
     read_model_tensors,
     run_folder,
 )
+from ossft.checkpoints.disk_space import ensure_room
+from ossft.checkpoints.dtypes import float_dtype
 from ossft.checkpoints.layout import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
     DEFAULT_MAX_SHARD_SIZE,
-    TOKENIZER_FILES,
-    ensure_room,
-    local_model_folder,
-    plan_shards,
-    read_json_object,
+    FSDP_MODEL_FOLDER,
+    RECIPE_COPY,
+    copy_generation_config,
+    copy_tokenizer,
+    group_into_shards,
+    require_empty_output,
     shard_names,
     write_index,
 )
+from ossft.checkpoints.read import local_model_folder, read_json_object
 from ossft.checkpoints.safetensors_writer import StreamedSafetensorsWriter
-from ossft.checkpoints.verify import tensor_digest, verify_adapter_folder, verify_model_folder
+from ossft.checkpoints.verify import meta_model, tensor_digest, verify_adapter_folder, verify_model_folder
 from ossft.errors import UserError
 from ossft.files import staged_folder
 
-ADAPTER_FILE = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-RECIPE_COPY = "recipe.yaml"  # what `ossft train` writes into its output folder (ossft/train/run.py)
-DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # Tensors read per dcp.load. Two batches are in memory at once (one written, the next read): that is the
 # peak of a merge, whatever the output shard size. Larger batches gain little (one load's planning costs a
 # few ms); smaller ones add a load per few tensors.
@@ -129,23 +129,22 @@ def merge_shards(
     """
     start = time.perf_counter()
     save = find_sharded_save(Path(source))
-    tensors = read_model_tensors(save / MODEL_FOLDER)
+    tensors = read_model_tensors(save / FSDP_MODEL_FOLDER)
     out_dir = Path(out_dir) if out_dir is not None else save / "merged"
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise UserError(f"{out_dir} already exists and is not empty. Choose another --out folder or delete it first.")
+    require_empty_output(out_dir)
     if max_shard_size <= 0:
         raise UserError(f"--max-shard-size must be a positive number of bytes, got {max_shard_size}.")
-    cast = _torch_dtype(dtype)
+    cast = None if dtype is None else float_dtype(dtype)
     run = _gather_run(save, base)
     config, config_from = _base_config(run)
     adapter = any(".lora_A." in key for key in tensors)
     if adapter:
         lora = _lora_config(run, config)
         plan = _adapter_plan(tensors, config, lora, cast, config_from)
-        files = {ADAPTER_FILE: plan}  # PEFT reads one adapter file: never split, whatever its size
+        files = {ADAPTER_WEIGHTS: plan}  # PEFT reads one adapter file: never split, whatever its size
     else:
         plan = _model_plan(tensors, config, cast)
-        shards = plan_shards(plan, max_shard_size)
+        shards = group_into_shards(plan, max_shard_size)
         files = dict(zip(shard_names(len(shards)), shards))
     total = sum(t.nbytes for t in plan)
     ensure_room(out_dir, total, "the LoRA adapter" if adapter else "the merged model")
@@ -155,15 +154,15 @@ def merge_shards(
     # stop at the next batch if it fails; the staging folder then goes, and nothing is left behind.
     with ThreadPoolExecutor(max_workers=1) as checker, staged_folder(out_dir) as staging:
         check = None if adapter else checker.submit(_check_architecture, plan, config, config_from)
-        written = _write_files(save / MODEL_FOLDER, staging, files, total, on_progress, failed=check)
-        tokenizer_from = _copy_tokenizer(run, staging)
+        written = _write_files(save / FSDP_MODEL_FOLDER, staging, files, total, on_progress, failed=check)
+        tokenizer_from = copy_tokenizer(run.tokenizer_folders(), staging)
         if adapter:
             _write_adapter_config(lora, staging)
             verify_adapter_folder(staging, written)
         else:
             write_index(staging, {t.name: file for file, ts in files.items() for t in ts}, total)
             _write_model_config(config, check.result(), dtype_name, staging)
-            _copy_generation_config(run, staging)
+            copy_generation_config(run.folders(), staging)
             verify_model_folder(staging, written)
     seconds = time.perf_counter() - start
     return MergeShardsReport(out_dir, save, adapter, len(plan), len(files), total, dtype_name, tokenizer_from, seconds)
@@ -177,18 +176,6 @@ def parse_size(text: str) -> int:
     number, unit, prefix, binary = match[1], match[2], (match[3] or "").upper(), match[4]
     power = "KMGT".index(prefix) + 1 if unit else 0
     return int(float(number) * (1024 if binary else 1000) ** power)
-
-
-def _torch_dtype(dtype: str | None):
-    import torch
-
-    if dtype is None:
-        return None
-    name = str(dtype).removeprefix("torch.").lower()
-    name = DTYPES.get(name, name)
-    if name not in DTYPES.values():
-        raise UserError(f"--dtype {dtype}: expected bf16, fp16 or fp32 (or bfloat16, float16, float32).")
-    return getattr(torch, name)
 
 
 def _gather_run(save: Path, base: str | None) -> _Run:
@@ -232,16 +219,6 @@ def _base_config(run: _Run) -> tuple[dict, Path]:
     )
 
 
-def _meta_model(config: dict):
-    """The architecture of `config`, with no memory behind it; dequantized experts, as training had them."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    plain = {k: v for k, v in config.items() if k != "quantization_config"}
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(AutoConfig.for_model(**plain))
-
-
 def _model_plan(tensors: dict[str, TensorInfo], config: dict, cast) -> list[_Tensor]:
     saved = dict(tensors)
     if config.get("tie_word_embeddings"):  # one tensor under two names; Hugging Face files hold the embedding
@@ -251,7 +228,7 @@ def _model_plan(tensors: dict[str, TensorInfo], config: dict, cast) -> list[_Ten
 
 def _check_architecture(plan: list[_Tensor], config: dict, config_from: Path) -> str:
     """The planned tensors against the architecture of `config` (names and shapes); its class name."""
-    model = _meta_model(config)
+    model = meta_model(config)
     wanted = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     if config.get("tie_word_embeddings"):
         wanted.pop("lm_head.weight", None)
@@ -268,7 +245,7 @@ def _lora_config(run: _Run, config: dict):
     if run.recipe is None or not run.recipe.get("lora"):
         what = f"no {RECIPE_COPY}" if run.recipe is None else f"a {RECIPE_COPY} with no lora: section"
         raise UserError(
-            f"{run.save / MODEL_FOLDER} holds LoRA tensors, but there is no {ADAPTER_CONFIG} beside it and "
+            f"{run.save / FSDP_MODEL_FOLDER} holds LoRA tensors, but there is no {ADAPTER_CONFIG} beside it and "
             f"{run.run_dir} has {what}, so the adapter's settings are unknown. Put the run's {ADAPTER_CONFIG} "
             f"(or its recipe.yaml) in {run.run_dir}."
         )
@@ -296,7 +273,7 @@ def _adapter_plan(tensors: dict[str, TensorInfo], config: dict, lora, cast, conf
         # applies them all the same; and it still asks transformers for a deprecated property.
         warnings.filterwarnings("ignore", message="The following (rank|alpha)_pattern keys did not match")
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
-        model = get_peft_model(_meta_model(config), lora)
+        model = get_peft_model(meta_model(config), lora)
     wanted = {name: tuple(t.shape) for name, t in get_peft_model_state_dict(model).items()}
     placeholders = {key: torch.empty(info.shape, dtype=info.dtype, device="meta") for key, info in tensors.items()}
     keys = {id(t): key for key, t in placeholders.items()}
@@ -351,7 +328,7 @@ def _write_files(
         load_tensors(dcp_dir, targets, advance)
         return targets
 
-    batches = {file: plan_shards(plan, READ_BATCH) for file, plan in files.items()}
+    batches = {file: group_into_shards(plan, READ_BATCH) for file, plan in files.items()}
     reads = _read_ahead([batch for file_batches in batches.values() for batch in file_batches], load)
     # closing(): on an error the read in flight is waited for, so no thread reads on after this returns.
     with ThreadPoolExecutor(max_workers=1) as hasher, contextlib.closing(reads) as loaded:
@@ -387,7 +364,7 @@ def _write_model_config(config: dict, architecture: str, dtype: str, staging: Pa
     from ossft.files import write_json_atomic
 
     config = {k: v for k, v in config.items() if k not in ("quantization_config", "torch_dtype")}
-    config["architectures"] = [architecture]  # the class itself: never FSDPGptOssForCausalLM (design.md trap 9)
+    config["architectures"] = [architecture]  # the class itself: never FSDPGptOssForCausalLM (docs/traps.md#trap-9)
     config["dtype"] = dtype
     write_json_atomic(staging / "config.json", config)
 
@@ -397,19 +374,3 @@ def _write_adapter_config(lora, staging: Path) -> None:
     lora.save_pretrained(str(staging))
 
 
-def _copy_generation_config(run: _Run, staging: Path) -> None:
-    for folder in run.folders():
-        if (folder / "generation_config.json").is_file():
-            shutil.copy2(folder / "generation_config.json", staging)
-            return
-
-
-def _copy_tokenizer(run: _Run, staging: Path) -> Path | None:
-    """All tokenizer files from the first folder that has a tokenizer, never a mix of two tokenizers."""
-    for folder in run.tokenizer_folders():
-        if any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
-            for name in TOKENIZER_FILES:
-                if (folder / name).is_file():
-                    shutil.copy2(folder / name, staging)
-            return folder
-    return None

@@ -16,11 +16,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ossft import __version__
-from ossft.data import sources
+from ossft.data import readers, sources
 from ossft.data import tokenize as data
 from ossft.errors import UserError
+
+if TYPE_CHECKING:
+    from ossft.recipe.sections import Recipe
 
 # Bump when rendering or masking changes, so that no cache made by older code is reused.
 CACHE_FORMAT = 2
@@ -86,7 +90,7 @@ def to_dataset(examples: list[data.Tokenized]):
     return Dataset(table)
 
 
-def prepare_data(recipe, tokenizer, use_cache: bool = True, on_progress=None) -> PreparedData:
+def prepare_data(recipe: Recipe, tokenizer, use_cache: bool = True, on_progress=None) -> PreparedData:
     """`on_progress(done, total)`: examples tokenized so far (train, then eval), for a progress bar."""
     path = cache_root(recipe) / cache_key(recipe, tokenizer) if use_cache else None
     if path is not None and (path / STATS_FILE).is_file():
@@ -99,12 +103,12 @@ def prepare_data(recipe, tokenizer, use_cache: bool = True, on_progress=None) ->
     return prepared
 
 
-def cache_root(recipe) -> Path:
+def cache_root(recipe: Recipe) -> Path:
     root = recipe.data.cache_dir or os.environ.get("OSSFT_CACHE") or Path.home() / ".cache" / "ossft" / "data"
     return Path(root).expanduser()
 
 
-def cache_key(recipe, tokenizer) -> str:
+def cache_key(recipe: Recipe, tokenizer) -> str:
     options = recipe.data.model_dump(mode="json", exclude={"cache_dir", "num_proc"})
     payload = {
         "format": CACHE_FORMAT,
@@ -134,7 +138,7 @@ def save_cache(prepared: PreparedData, path: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         splits = {"train": prepared.train} | ({"eval": prepared.eval} if prepared.eval is not None else {})
-        with sources.quiet_datasets():  # the tokenizing bar said how far it got; this save takes a blink
+        with readers.quiet_datasets():  # the tokenizing bar said how far it got; this save takes a blink
             DatasetDict(splits).save_to_disk(str(staging / "datasets"))
         (staging / STATS_FILE).write_text(json.dumps(dataclasses.asdict(prepared.stats), indent=2))
         try:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import torch
 
+from ossft.gptoss.facts import EXPERT_PROJECTIONS
+
 FP4_VALUES: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 BLOCK = 32  # values per shared scale
 SCALE_BIAS = 127  # e8m0: scale byte s means 2**(s - 127); 255 is NaN
-EXPERT_PROJECTIONS = ("gate_up_proj", "down_proj")
 # The released gpt-oss-20b / 120b config.json, word for word: only the expert weights are MXFP4.
 QUANTIZATION_CONFIG = {
     "quant_method": "mxfp4",

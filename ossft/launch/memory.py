@@ -5,7 +5,7 @@ The estimate adds what one GPU holds at its peak:
   or moved to CPU by offload;
 - activations: with activation checkpointing, each layer's input kept for the backward pass, plus the
   one layer being recomputed (eager attention's score matrix, the experts' intermediate, and for expert
-  LoRA the delta PEFT builds for the whole expert stack, design.md trap 5);
+  LoRA the delta PEFT builds for the whole expert stack, docs/traps.md#trap-5);
 - the loss: TRL's fused LM head computes it in tiles and never holds the [tokens, 201,088] logits;
   only a tile, the hidden states' gradient and (full fine-tuning) the LM head's gradient. With full
   logits (label smoothing, other tools) they are the largest single activation;
@@ -16,75 +16,10 @@ against Axolotl's published `device_mem_reserved` figures (see CALIBRATION and t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-GIB = 2**30
-
-# Shapes of the released models (their config.json), so a plan needs no download.
-PUBLISHED = {
-    "openai/gpt-oss-20b": {"layers": 24, "experts": 32, "top_k": 4},
-    "openai/gpt-oss-120b": {"layers": 36, "experts": 128, "top_k": 4},
-}
-SHARED = {"hidden": 2880, "intermediate": 2880, "heads": 64, "kv_heads": 8, "head_dim": 64, "vocab": 201_088}
-
-
-@dataclass(frozen=True)
-class Shape:
-    layers: int
-    experts: int
-    top_k: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-
-    @property
-    def attention_params(self) -> int:
-        q = self.heads * self.head_dim
-        kv = self.kv_heads * self.head_dim
-        return self.hidden * (q + 2 * kv) + q + 2 * kv + q * self.hidden + self.hidden + self.heads
-
-    @property
-    def expert_params(self) -> int:
-        """One layer's experts: gate_up [E, H, 2I] + bias, down [E, I, H] + bias."""
-        gate_up = self.experts * (self.hidden * 2 * self.intermediate + 2 * self.intermediate)
-        down = self.experts * (self.intermediate * self.hidden + self.hidden)
-        return gate_up + down
-
-    @property
-    def total_params(self) -> int:
-        router = self.hidden * self.experts + self.experts
-        per_layer = self.attention_params + self.expert_params + router + 2 * self.hidden
-        return self.layers * per_layer + 2 * self.vocab * self.hidden + self.hidden
-
-
-def model_shape(base_model: str) -> Shape:
-    if base_model in PUBLISHED:
-        return Shape(**PUBLISHED[base_model], **SHARED)
-    config_file = Path(base_model) / "config.json"
-    if not config_file.is_file():
-        from ossft.errors import UserError
-
-        raise UserError(
-            f"model.base_model: {base_model} is neither a released gpt-oss id ({', '.join(PUBLISHED)}) nor a "
-            "local folder with config.json, so its size is unknown."
-        )
-    c = json.loads(config_file.read_text())
-    return Shape(
-        layers=c["num_hidden_layers"],
-        experts=c["num_local_experts"],
-        top_k=c.get("num_experts_per_tok", c.get("experts_per_token", 4)),
-        hidden=c["hidden_size"],
-        intermediate=c["intermediate_size"],
-        heads=c["num_attention_heads"],
-        kv_heads=c["num_key_value_heads"],
-        head_dim=c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"],
-        vocab=c["vocab_size"],
-    )
+from ossft.gptoss.facts import Shape, model_shape
+from ossft.units import GIB
 
 
 @dataclass(frozen=True)
@@ -331,7 +266,7 @@ def layout_for(recipe, gpus: int | None = None, nodes: int | None = None) -> Lay
     """The recipe's sharding and offload, read from its accelerate config; `gpus` per node x `nodes`."""
     import yaml
 
-    from ossft.launch.launcher import find_accelerate_config
+    from ossft.launch.command import find_accelerate_config
 
     processes = (gpus * (nodes or 1)) if gpus else (recipe.launch.num_processes or 1)
     if gpus is None and nodes:
@@ -372,6 +307,40 @@ def memory_warning(recipe, layout: Layout, gpu_memory_bytes: float) -> str | Non
         f"this run may not fit: ossft plan estimates {e.reserved / GIB:,.1f} GiB per GPU, the GPU has "
         f"{gpu_memory_bytes / GIB:,.1f} GiB. Consider: " + "; ".join(ideas) + ". (`ossft plan RECIPE` for the details.)"
     )
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    """What `ossft plan` prints: the per-GPU table, the longest length that fits, and the verdict."""
+
+    gpus: int  # processes in all
+    rows: list[tuple[str, str]]  # (what, how much): memory per GPU, then disk
+    longest: str  # the longest train.max_length that fits, in words
+    gpu_memory: float  # GiB of one GPU
+    fits: bool
+    suggestions: list[str]  # what to change when it does not fit
+
+
+def plan_report(recipe, gpus: int | None, nodes: int | None, gpu_memory_gib: float) -> PlanReport:
+    """The recipe's memory per GPU and disk on `gpus` per node x `nodes` (default: the recipe's)."""
+    per_node = gpus or (recipe.launch.num_processes or 1) // recipe.launch.num_machines
+    layout = layout_for(recipe, per_node, nodes or recipe.launch.num_machines)
+    e = estimate(recipe, layout)
+    checkpoint, final = checkpoint_bytes(recipe, layout)
+    rows = [
+        *describe(e),
+        ("disk: one checkpoint", f"{checkpoint / GIB:,.1f} GiB"),
+        ("disk: final save", f"{final / GIB:,.1f} GiB"),
+    ]
+    longest = longest_sequence(recipe, layout, gpu_memory_gib)
+    batch = recipe.train.per_device_train_batch_size
+    words = (
+        f"longest train.max_length that fits at micro-batch {batch}: {longest:,} tokens"
+        if longest
+        else f"not even 1,024 tokens fit at micro-batch {batch}"
+    )
+    ideas = suggestions(recipe, layout, e, gpu_memory_gib)
+    return PlanReport(layout.gpus, rows, words, gpu_memory_gib, fits(e, gpu_memory_gib), ideas)
 
 
 # Axolotl's published device_mem_reserved figures (examples/gpt-oss/README.md, Aug 2025) and the

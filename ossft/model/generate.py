@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ossft.checkpoints.layout import check_model_folder, read_json_object, safetensors_header
+from ossft.checkpoints.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RECIPE_COPY
+from ossft.checkpoints.read import check_model_folder, read_json_object, safetensors_header
 from ossft.data.tokenize import special_token_ids, text_encoder
 from ossft.errors import UserError
 from ossft.harmony import render as harmony
@@ -19,10 +20,10 @@ ADAPTER_FIX = "Copy the adapter folder again, or use one of the run's checkpoint
 def _load_model(folder: Path, dtype):
     from transformers import AutoConfig, AutoModelForCausalLM, Mxfp4Config
 
-    from ossft.model.load import is_mxfp4_checkpoint
+    from ossft.gptoss.facts import is_mxfp4
 
     kwargs = {"dtype": dtype, "attn_implementation": "eager"}
-    if is_mxfp4_checkpoint(AutoConfig.from_pretrained(folder)):
+    if is_mxfp4(AutoConfig.from_pretrained(folder)):
         kwargs["quantization_config"] = Mxfp4Config(dequantize=True)
     return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
 
@@ -35,7 +36,7 @@ def load_for_generation(model_dir: str | Path, base: str | None = None):
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: no such folder. Give a trained output folder, a merged model or a base model.")
-    adapter_config = model_dir / "adapter_config.json"
+    adapter_config = model_dir / ADAPTER_CONFIG
     if not adapter_config.is_file() and not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json).")
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
@@ -45,7 +46,7 @@ def load_for_generation(model_dir: str | Path, base: str | None = None):
     from peft import PeftModel
 
     base = base or read_json_object(adapter_config, ADAPTER_FIX).get("base_model_name_or_path")
-    weights = model_dir / "adapter_model.safetensors"
+    weights = model_dir / ADAPTER_WEIGHTS
     if weights.is_file():
         safetensors_header(weights, ADAPTER_FIX)
     elif not (model_dir / "adapter_model.bin").is_file():
@@ -71,7 +72,7 @@ def load_for_generation(model_dir: str | Path, base: str | None = None):
 
 def system_block_of(model_dir: str | Path) -> harmony.SystemBlock:
     """The system message the model was trained with (from the run's recipe copy), else the default."""
-    recipe_copy = Path(model_dir) / "recipe.yaml"
+    recipe_copy = Path(model_dir) / RECIPE_COPY
     if not recipe_copy.is_file():
         return harmony.SystemBlock()
     from ossft.data.tokenize import system_block
@@ -121,3 +122,27 @@ def generate(
         "channels": completion_channels(tokenizer, completion),
         "tokens": len(completion),
     }
+
+
+def answer(
+    model_dir: str | Path,
+    prompt: str,
+    developer: str | None = None,
+    max_new_tokens: int = 96,
+    *,
+    model_identity: str | None = None,
+    reasoning_effort: str | None = None,
+    base: str | None = None,
+) -> dict:
+    """`ossft generate`: load the model (or the adapter on `base`) and answer `prompt` under the system
+    message it was trained with, its identity line and reasoning effort replaced where given."""
+    import dataclasses
+
+    trained = system_block_of(model_dir)
+    system = dataclasses.replace(
+        trained,
+        model_identity=model_identity or trained.model_identity,
+        reasoning_effort=reasoning_effort or trained.reasoning_effort,
+    )
+    network, tokenizer = load_for_generation(model_dir, base)
+    return generate(network, tokenizer, prompt, developer, max_new_tokens, system)

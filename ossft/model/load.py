@@ -11,11 +11,10 @@ import difflib
 import warnings
 from pathlib import Path
 
-from ossft.checkpoints.layout import check_model_folder, read_json_object
+from ossft.checkpoints.read import check_model_folder, read_json_object
 from ossft.errors import UserError
-from ossft.recipe.load import ATTENTION_PROJECTIONS
-
-EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+from ossft.gptoss.facts import EXPERT_PARAMETERS, is_mxfp4
+from ossft.recipe.sections import ATTENTION_PROJECTIONS
 
 
 def _from_pretrained(loader, name: str, **kwargs):
@@ -44,13 +43,6 @@ def load_tokenizer(recipe):
     return tokenizer
 
 
-def is_mxfp4_checkpoint(config) -> bool:
-    quantization = getattr(config, "quantization_config", None) or {}
-    if not isinstance(quantization, dict):
-        quantization = quantization.to_dict()
-    return quantization.get("quant_method") == "mxfp4"
-
-
 def load_model(recipe):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, Mxfp4Config
@@ -74,7 +66,7 @@ def load_model(recipe):
     }
     if recipe.model.experts_implementation:
         kwargs["experts_implementation"] = recipe.model.experts_implementation
-    mxfp4 = is_mxfp4_checkpoint(config)
+    mxfp4 = is_mxfp4(config)
     if mxfp4:
         # Training needs real tensors: the FP4 expert weights become bf16 (or the recipe's dtype).
         kwargs["quantization_config"] = Mxfp4Config(dequantize=True)
@@ -90,7 +82,7 @@ def forget_mxfp4_layout(model) -> None:
 
     transformers remembers how it turned `*_blocks`/`*_scales` into `gate_up_proj` and, on save,
     writes the bf16 tensors back under the `_blocks` names without `quantization_config`: the
-    reload then initialises the experts at random, with a warning only (design.md trap 1).
+    reload then initialises the experts at random, with a warning only (docs/traps.md#trap-1).
     """
     conversions = getattr(model, "_weight_conversions", None) or []
     model._weight_conversions = [

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ossft.errors import UserError
 from ossft.files import RECIPES_DIR, write_text_atomic
+from ossft.gptoss.facts import MODEL_IDS, model_shape
 
-MODELS = {"20b": "openai/gpt-oss-20b", "120b": "openai/gpt-oss-120b"}
 METHODS = ("lora", "full")
 TEMPLATES = {
     ("20b", "lora"): "gpt-oss-20b-lora-1gpu.yaml",
@@ -42,7 +42,6 @@ ACCELERATE_CONFIGS = {
 
 # Total parameters (OpenAI's model card). The memory floor counts bf16 weights (2 bytes each); full
 # fine-tuning adds bf16 gradients and AdamW's two states (8 bytes in all). LoRA's own share is small.
-PARAMETERS = {"20b": 20.9e9, "120b": 116.8e9}
 BYTES_PER_PARAMETER = {"lora": 2, "full": 8}
 GPU_MEMORY_GB = 80  # one H100, the smallest GPU the shipped recipes are sized for
 
@@ -92,8 +91,8 @@ class Layout:
 
 def check_values(model=None, method=None, gpus=None, nodes=None) -> None:
     """Refuse a value before anything is asked or written; None means not given."""
-    if model is not None and model not in MODELS:
-        raise UserError(f"--model {model}: expected one of {', '.join(MODELS)} (gpt-oss-20b or gpt-oss-120b).")
+    if model is not None and model not in MODEL_IDS:
+        raise UserError(f"--model {model}: expected one of {', '.join(MODEL_IDS)} (gpt-oss-20b or gpt-oss-120b).")
     if method is not None and method not in METHODS:
         raise UserError(f"--method {method}: expected lora (adapters) or full (every weight trained).")
     if gpus is not None and gpus < 1:
@@ -126,7 +125,7 @@ def ask_in_terminal(name: str, default):
     import click
 
     questions = {
-        "model": ("Model", click.Choice(list(MODELS))),
+        "model": ("Model", click.Choice(list(MODEL_IDS))),
         "method": ("Method, lora (adapters) or full (every weight)", click.Choice(list(METHODS))),
         "gpus": ("GPUs per node", click.IntRange(min=1)),
         "nodes": ("Nodes", click.IntRange(min=1)),
@@ -272,7 +271,8 @@ def launch_section(method: str, processes: int, nodes: int) -> list[str]:
 
 
 def memory_floor_gb(choice: InitChoice) -> float:
-    return PARAMETERS[choice.model] * BYTES_PER_PARAMETER[choice.method] / choice.processes / 1e9
+    parameters = model_shape(MODEL_IDS[choice.model]).total_params
+    return parameters * BYTES_PER_PARAMETER[choice.method] / choice.processes / 1e9
 
 
 def memory_words(method: str) -> str:
@@ -324,7 +324,7 @@ def check_rendered(text: str, choice: InitChoice) -> None:
         except UserError as exc:
             raise RuntimeError(f"ossft init made a recipe that does not load (a bug in ossft): {exc}") from exc
     promised = {
-        "model.base_model": (recipe.model.base_model, MODELS[choice.model]),
+        "model.base_model": (recipe.model.base_model, MODEL_IDS[choice.model]),
         "lora": (recipe.lora is not None, choice.method == "lora"),
         "launch.num_processes": (recipe.launch.num_processes, choice.processes),
         "launch.num_machines": (recipe.launch.num_machines, choice.nodes),

@@ -12,10 +12,10 @@ from pathlib import Path
 import yaml
 
 from ossft import __version__
+from ossft.checkpoints.layout import CARD_FILE, PLOT_FILE
 from ossft.files import write_text_atomic
-from ossft.train import plots
 from ossft.train.provenance import recipe_yaml
-from ossft.train.summary import CARD_FILE, format_value, gib
+from ossft.train.summary import format_value, gib
 
 
 def write_model_card(run, summary: dict) -> Path:
@@ -40,7 +40,7 @@ def model_card(recipe, summary: dict) -> str:
         "## Data\n\n" + data_section(recipe, summary),
         "## Recipe\n\nThe resolved recipe, every default filled in (`ossft train` on it repeats this run):\n\n"
         f"```yaml\n{recipe_yaml(recipe).rstrip()}\n```",
-        "## Metrics\n\n" + metrics_section(summary) + f"\n\n![loss]({plots.PLOT_FILE})",
+        "## Metrics\n\n" + metrics_section(summary) + f"\n\n![loss]({PLOT_FILE})",
         "## How to use\n\n" + usage_section(summary),
     ]
     return "\n\n".join(parts) + "\n"

@@ -1,6 +1,6 @@
 """Will the run's checkpoints and final save fit on the output disk? Asked before the first step.
 
-A 120b checkpoint with optimizer state is ~720 GB (design.md trap 8): a disk that fills at hour six
+A 120b checkpoint with optimizer state is ~720 GB (docs/traps.md#trap-8): a disk that fills at hour six
 loses the save being written and, with it, the run. The estimate counts what the Trainer writes:
 the weights (trainable ones for LoRA, all for full fine-tuning) in their dtype, the optimizer's two
 moments per trainable parameter (AdamW, same dtype as the parameter; DeepSpeed keeps fp32 master
@@ -11,18 +11,18 @@ and card; times the checkpoints kept, plus the final save.
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ossft.checkpoints.disk_space import free_bytes
 from ossft.errors import UserError
+from ossft.units import GIB
 
 SMALL_FILES = 16 * 2**20  # scheduler, rng states, trainer_state, tokenizer, README: a few MB at most
-GIB = 2**30
 
 
 @dataclass(frozen=True)
-class DiskPlan:
+class DiskNeeds:
     checkpoint_bytes: int
     checkpoints_kept: int
     final_bytes: int
@@ -32,7 +32,7 @@ class DiskPlan:
         return self.checkpoint_bytes * self.checkpoints_kept + self.final_bytes
 
 
-def plan_disk(trainer, total_steps: int) -> DiskPlan:
+def disk_needs(trainer, total_steps: int) -> DiskNeeds:
     from peft import PeftModel
 
     from ossft.model.load import parameter_size
@@ -48,7 +48,7 @@ def plan_disk(trainer, total_steps: int) -> DiskPlan:
     all_bytes = sum(parameter_size(p) * p.element_size() for p in parameters)
     weights = trained_bytes if isinstance(model, PeftModel) else all_bytes
     kept = checkpoints_kept(trainer.args, total_steps)
-    return DiskPlan(weights + optimizer + SMALL_FILES, kept, weights + SMALL_FILES)
+    return DiskNeeds(weights + optimizer + SMALL_FILES, kept, weights + SMALL_FILES)
 
 
 def checkpoints_kept(args, total_steps: int) -> int:
@@ -69,9 +69,8 @@ def checkpoints_kept(args, total_steps: int) -> int:
     return saves
 
 
-def check_disk(plan: DiskPlan, output: Path) -> None:
-    existing = output if output.exists() else next(p for p in output.parents if p.exists())
-    free = shutil.disk_usage(existing).free
+def check_disk(plan: DiskNeeds, output: Path) -> None:
+    free = free_bytes(output)
     if free >= plan.total:
         return
     raise UserError(

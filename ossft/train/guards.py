@@ -16,12 +16,11 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from ossft.checkpoints.layout import checkpoint_name
 from ossft.errors import UserError
+from ossft.launch.ranks import PREEMPTED_EXIT  # 75, what the launching process exits with
 from ossft.train.resume import write_marker
 
-# sysexits.h EX_TEMPFAIL, "temporary failure, the user is invited to retry": what a launcher's retry
-# loop (SkyPilot managed jobs, Slurm --requeue, a shell `until`) can read as "preempted, resume me".
-PREEMPTED_EXIT = 75
 # torchrun forwards the signal it receives to every worker, and a terminal sends Ctrl-C to the whole
 # process group: one user action reaches a rank two or three times within milliseconds. Only a signal
 # this long after the first means "stop now".
@@ -139,4 +138,4 @@ class RunGuard(TrainerCallback):
 
 
 def _checkpoint_dir(args, state) -> Path:
-    return Path(args.output_dir) / f"checkpoint-{state.global_step}"
+    return Path(args.output_dir) / checkpoint_name(state.global_step)

@@ -19,9 +19,9 @@ import torch
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from ossft.checkpoints.layout import PLOT_FILE
+from ossft.data.tokenize import IGNORE
 from ossft.train import plots
-
-IGNORE = -100  # labels the loss skips
 
 
 def warmup_steps_left_out(max_steps: int) -> int:
@@ -129,7 +129,7 @@ class LossPlotCallback(TrainerCallback):
         try:
             plots.write_loss_plot(state.log_history, args.output_dir)
         except Exception as exc:  # a plot is never worth losing hours of training over
-            warnings.warn(f"could not draw {plots.PLOT_FILE} at step {state.global_step}: {exc}", stacklevel=1)
+            warnings.warn(f"could not draw {PLOT_FILE} at step {state.global_step}: {exc}", stacklevel=1)
             return
         self.written_at.append(state.global_step)
 

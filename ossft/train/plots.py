@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ossft.checkpoints.layout import CHECKPOINT, PLOT_FILE, TRAINER_STATE
 from ossft.errors import UserError
 from ossft.files import write_bytes_atomic
-
-PLOT_FILE = "loss.png"
-STATE_FILE = "trainer_state.json"
-CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 TRAIN_COLOR, EVAL_COLOR, LR_COLOR = "#1f77b4", "#d62728", "#7f7f7f"
 
@@ -114,17 +110,17 @@ def newest_trainer_state(output_dir: str | Path) -> Path:
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         raise UserError(f"{output_dir} is not a folder. Pass the output folder of `ossft train`.")
-    final = output_dir / STATE_FILE
+    final = output_dir / TRAINER_STATE
     if final.is_file():
         return final
     checkpoints = [
-        (int(match.group(1)), path / STATE_FILE)
+        (int(match.group(1)), path / TRAINER_STATE)
         for path in output_dir.iterdir()
-        if (match := CHECKPOINT.fullmatch(path.name)) and (path / STATE_FILE).is_file()
+        if (match := CHECKPOINT.fullmatch(path.name)) and (path / TRAINER_STATE).is_file()
     ]
     if not checkpoints:
         raise UserError(
-            f"{output_dir} holds no {STATE_FILE}, neither its own nor in a checkpoint-N folder: "
+            f"{output_dir} holds no {TRAINER_STATE}, neither its own nor in a checkpoint-N folder: "
             "it is written at the first checkpoint and at the end of `ossft train`."
         )
     return max(checkpoints)[1]

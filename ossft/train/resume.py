@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ossft.checkpoints.layout import CHECKPOINT
 from ossft.errors import UserError
 from ossft.files import write_json_atomic
 
 MARKER = "ossft-checkpoint.json"
-CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
 @dataclass(frozen=True)

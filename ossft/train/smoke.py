@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ossft.errors import UserError
 from ossft.files import EXAMPLES_DIR
+from ossft.gptoss.facts import model_shape
 from ossft.model.tiny import TinySpec
 from ossft.train.run import GPU_ONLY_OPTIMIZERS
 
@@ -25,8 +27,6 @@ SAMPLES = {
     "auto": EXAMPLES_DIR / "chat_multilingual.jsonl",
 }
 KNOWN_FORMATS = {"HuggingFaceH4/Multilingual-Thinking": "multilingual_thinking"}
-# Decoder layers of the published models, to scale `lora.experts: [7, 15, 23]` onto the tiny model.
-PUBLISHED_LAYERS = {"openai/gpt-oss-20b": 24, "openai/gpt-oss-120b": 36}
 
 
 def tiny_model_path() -> Path:
@@ -80,14 +80,12 @@ def scaled_layers(layers: list[int], real_layers: int, tiny_layers: int) -> list
 
 
 def _layer_count(base_model: str) -> int:
-    if base_model in PUBLISHED_LAYERS:
-        return PUBLISHED_LAYERS[base_model]
-    config = Path(base_model) / "config.json"
-    if config.is_file():
-        import json
-
-        return int(json.loads(config.read_text()).get("num_hidden_layers", TinySpec().layers))
-    return TinySpec().layers
+    """Decoder layers of the recipe's model, to scale `lora.experts: [7, 15, 23]` onto the tiny model;
+    a model whose shape is unknown here counts as the tiny one (nothing to scale)."""
+    try:
+        return model_shape(base_model).layers
+    except UserError:
+        return TinySpec().layers
 
 
 def _swap_datasets(data_section) -> list[str]:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from ossft.checkpoints.layout import (
+    ADAPTER_CONFIG,
+    CARD_FILE,
+    CHECKPOINT,
+    FSDP_MODEL_FOLDER,
+    PLOT_FILE,
+    RECIPE_COPY,
+    SUMMARY_FILE,
+)
 from ossft.files import write_json_atomic
-from ossft.train import plots
-
-SUMMARY_FILE = "summary.json"
-CARD_FILE = "README.md"
-RECIPE_FILE = "recipe.yaml"  # trainer.RECIPE_COPY; named here too so report.py needs no trainer import
-GIB = 2**30
-SHARDED_FOLDER = "pytorch_model_fsdp_0"  # what accelerate's save_fsdp_model writes (SHARDED_STATE_DICT)
+from ossft.units import GIB
 
 
 def summarize(run) -> dict:
@@ -25,7 +28,7 @@ def summarize(run) -> dict:
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     eval_losses = [entry["eval_loss"] for entry in state.log_history if "eval_loss" in entry]
     output = run.output_dir
-    adapter = (output / "adapter_config.json").is_file()
+    adapter = (output / ADAPTER_CONFIG).is_file()
     stats = run.data.stats
     measured = run.measurements
     summary = {
@@ -73,22 +76,22 @@ def rate(tokens: int, seconds: float) -> float | None:
 
 def outputs(output: Path) -> dict:
     checkpoints = sorted(
-        (p for p in output.glob("checkpoint-*") if plots.CHECKPOINT.fullmatch(p.name)),
+        (p for p in output.glob("checkpoint-*") if CHECKPOINT.fullmatch(p.name)),
         key=lambda p: int(p.name.split("-")[1]),
     )
     return {
         "model": str(output),
         "summary": str(output / SUMMARY_FILE),
-        "plot": str(output / plots.PLOT_FILE),
+        "plot": str(output / PLOT_FILE),
         "model_card": str(output / CARD_FILE),
-        "recipe": str(output / RECIPE_FILE),
+        "recipe": str(output / RECIPE_COPY),
         "checkpoints": [str(p) for p in checkpoints],
     }
 
 
 def next_commands(output: Path, adapter: bool) -> list[str]:
     where = shlex.quote(str(output))
-    if (output / SHARDED_FOLDER).is_dir():  # an FSDP run: shards first, then as any other run
+    if (output / FSDP_MODEL_FOLDER).is_dir():  # an FSDP run: shards first, then as any other run
         merged = output / "merged"
         return [f"ossft merge-shards {where} --out {shlex.quote(str(merged))}"] + next_commands(merged, adapter)
     if adapter:
@@ -98,19 +101,6 @@ def next_commands(output: Path, adapter: bool) -> list[str]:
 
 def write_summary(summary: dict, output_dir: str | Path) -> Path:
     return write_json_atomic(Path(output_dir) / SUMMARY_FILE, summary)
-
-
-def write_run_outputs(run) -> dict:
-    """summary.json, loss.png and README.md, in that order: the card quotes the summary and shows the plot.
-    Called after the model is saved and verified; the card is written last, replacing the ones TRL and
-    PEFT write on their own."""
-    from ossft.train.card import write_model_card
-
-    summary = summarize(run)
-    write_summary(summary, run.output_dir)
-    plots.write_loss_plot(run.trainer.state.log_history, run.output_dir)
-    write_model_card(run, summary)
-    return summary
 
 
 # ---------------------------------------------------------------------------------------------

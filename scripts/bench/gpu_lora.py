@@ -1,7 +1,7 @@
 """Benchmark: LoRA training throughput and memory on the gpt-oss-20b shape, ossft against the cookbook.
 
 No weights can be downloaded where the GPUs are, so the model is built from the released 20b shape
-(ossft.plan.PUBLISHED) with random bf16 weights, directly on the device. The data are random token
+(ossft.gptoss.facts.PUBLISHED) with random bf16 weights, directly on the device. The data are random token
 sequences of exactly --seq tokens, every token trained, so tokens per second mean the same on both
 sides. Two configurations run one after the other in this process, each with a fresh model:
 
@@ -47,7 +47,7 @@ COOKBOOK_EXPERT_LAYERS = [7, 15, 23]
 
 
 def shape_of(name: str):
-    from ossft.launch.memory import PUBLISHED, SHARED, Shape
+    from ossft.gptoss.facts import PUBLISHED, SHARED, Shape
 
     return Shape(**TINY) if name == "tiny" else Shape(**PUBLISHED[f"openai/gpt-oss-{name}"], **SHARED)
 

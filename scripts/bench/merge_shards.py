@@ -52,9 +52,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ossft.checkpoints.layout import FSDP_MODEL_FOLDER
+
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "BENCHMARKS.md"
-MODEL_FOLDER = "pytorch_model_fsdp_0"  # what accelerate's save_fsdp_model writes into the run folder
 
 # gpt-oss's architecture (head_dim 64, 4 query heads per kv head, top-4 routing, expert width = hidden) at
 # smaller widths. FULL is 2.04 GB in bf16: 18 x 106 MB layers (97% experts) and two 64 MiB vocab matrices,
@@ -139,13 +140,13 @@ def checkpoint_facts(run: Path) -> dict:
 
     from ossft.checkpoints.dcp import read_model_tensors
 
-    tensors = read_model_tensors(run / MODEL_FOLDER)
+    tensors = read_model_tensors(run / FSDP_MODEL_FOLDER)
     sizes = {name: math.prod(t.shape) * t.dtype.itemsize for name, t in tensors.items()}
     largest = max(sizes, key=sizes.get)
     config = json.loads((run.parent / "base" / "config.json").read_text())
     return {
-        "disk_bytes": sum(p.stat().st_size for p in (run / MODEL_FOLDER).iterdir() if p.is_file()),
-        "distcp_files": len(list((run / MODEL_FOLDER).glob("*.distcp"))),
+        "disk_bytes": sum(p.stat().st_size for p in (run / FSDP_MODEL_FOLDER).iterdir() if p.is_file()),
+        "distcp_files": len(list((run / FSDP_MODEL_FOLDER).glob("*.distcp"))),
         "tensors": len(tensors),
         "tensor_bytes": sum(sizes.values()),
         "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()}),
@@ -178,8 +179,8 @@ def tools(run: Path, work: Path, shard_sizes: list[str]) -> list[Tool]:
             )
         )
     out = work / "out-accelerate"
-    command = [script("accelerate"), "merge-weights", str(run / MODEL_FOLDER), str(out)]
-    found.append(Tool("accelerate", f"accelerate merge-weights RUN/{MODEL_FOLDER} B", command, out))
+    command = [script("accelerate"), "merge-weights", str(run / FSDP_MODEL_FOLDER), str(out)]
+    found.append(Tool("accelerate", f"accelerate merge-weights RUN/{FSDP_MODEL_FOLDER} B", command, out))
     return found
 
 
@@ -414,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {**run_facts(__file__, MERGE_PACKAGES), "ram": memory_total()}
         home = args.checkpoint.resolve() if args.checkpoint is not None else work / "checkpoint"
         run = home / "run"
-        if (run / MODEL_FOLDER / ".metadata").is_file():
+        if (run / FSDP_MODEL_FOLDER / ".metadata").is_file():
             print(f"reusing the checkpoint in {run}", file=sys.stderr)
         else:
             if home.exists() and any(home.iterdir()):

@@ -1,0 +1,3 @@
+"""Units of size, one home for each."""
+
+GIB = 2**30
