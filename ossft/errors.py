@@ -2,7 +2,7 @@
 
 Every module may raise `UserError`; the CLI turns it into a short message and exit code 2. Anything
 else that escapes is a bug in ossft and keeps its traceback. This module imports nothing from ossft,
-so even `recipe.py`, which sits below every other module, can use it.
+so every module, the recipe loader included, can use it.
 """
 
 

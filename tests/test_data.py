@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from ossft.data import tokenize
 from ossft.data.template import guard
 from ossft.data.tokenize import DataStats, Encoder, Job, Tokenized, fit_length, percentiles, tokenize_jobs
+from ossft.data.tokenizer import special_token_ids
 from ossft.errors import UserError
 from ossft.harmony import render
 from ossft.harmony.render import Conversation, Message
@@ -68,7 +69,7 @@ def piece_ids(tokenizer, pieces) -> list[int]:
 
 
 def special_ids_in(tokenizer, ids: list[int]) -> list[int]:
-    specials = set(tokenize.special_token_ids(tokenizer).values())
+    specials = set(special_token_ids(tokenizer).values())
     return [i for i in ids if i in specials]
 
 

@@ -1,4 +1,4 @@
-"""harmony.py: the system block, exact renders, assistant turns, training examples and completion parsing.
+"""harmony/render.py: the system block, exact renders, assistant turns, training examples and completion parsing.
 
 Pure Python. The public openai-harmony vectors live in test_harmony_vectors.py; this file checks the
 rest of the renderer's contract piece by piece and text by text.

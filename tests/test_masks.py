@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from ossft.data.tokenize import Encoder, Job, special_token_ids
+from ossft.data.tokenize import Encoder, Job
+from ossft.data.tokenizer import special_token_ids
 from ossft.harmony.masks import ParsedMessage, StreamParser, assistant_turn_spans, trained_mask, trained_runs
 from ossft.harmony.render import (
     CALL,

@@ -1,4 +1,4 @@
-"""model.py: expert targets, which parameters LoRA trains, its effect on the forward pass, load errors."""
+"""model/load.py: expert targets, which parameters LoRA trains, its effect on the forward pass, load errors."""
 
 from __future__ import annotations
 

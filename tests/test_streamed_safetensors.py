@@ -1,4 +1,4 @@
-"""streamed_safetensors.py: a file written header first, tensor by tensor, is one safetensors reads exactly."""
+"""checkpoints/safetensors_writer.py: a file written header first, tensor by tensor, is one safetensors reads exactly."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Where rows come from: files, folders, globs, `save_to_disk` folders and Hub datasets -> plain dicts.
 
-This module knows nothing about chat formats; data.py checks and renders what it returns. Every
+This module knows nothing about chat formats; data/tokenize.py checks and renders what it returns. Every
 source also gets a fingerprint that changes with its content, so tokenized data can be cached.
 """
 

@@ -1,7 +1,7 @@
 """Datasets -> tokenized training examples: load, check rows, render, tokenize, mask, fit the length.
 
 The result is a pre-tokenized `datasets.Dataset` with `input_ids` and `labels` (-100 where the loss
-does not train), which TRL's SFTTrainer takes as it is. Rendering is harmony.py (default) or the
+does not train), which TRL's SFTTrainer takes as it is. Rendering is harmony/render.py (default) or the
 tokenizer's own chat template; masks come from masks.py, the same rule for both.
 """
 
@@ -10,14 +10,19 @@ from __future__ import annotations
 import multiprocessing
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from jinja2 import TemplateError
 
 from ossft.data import chat, rows, sources
 from ossft.data.template import TemplateRenderer
+from ossft.data.tokenizer import plain_text_tokenizer, special_token_ids
 from ossft.errors import UserError
 from ossft.harmony import masks
 from ossft.harmony import render as harmony
+
+if TYPE_CHECKING:
+    from ossft.recipe.sections import DatasetSource, Recipe
 
 IGNORE = -100  # the label value PyTorch's cross-entropy skips
 
@@ -61,7 +66,7 @@ class DataStats:
 # Rows -> jobs
 
 
-def row_fields(source) -> rows.Fields:
+def row_fields(source: DatasetSource) -> rows.Fields:
     return rows.Fields(
         messages=source.field_messages,
         thinking=source.field_thinking,
@@ -72,16 +77,16 @@ def row_fields(source) -> rows.Fields:
     )
 
 
-def source_spec(source) -> sources.SourceSpec:
+def source_spec(source: DatasetSource) -> sources.SourceSpec:
     return sources.SourceSpec(path=source.path, name=source.name, split=source.split, sample=source.sample)
 
 
-def system_block(recipe) -> harmony.SystemBlock:
+def system_block(recipe: Recipe) -> harmony.SystemBlock:
     s = recipe.data.system
     return harmony.SystemBlock(s.model_identity, s.knowledge_cutoff, s.current_date, s.reasoning_effort)
 
 
-def parsed_rows(recipe, stats: DataStats) -> list[tuple[str, int, rows.ChatRow]]:
+def parsed_rows(recipe: Recipe, stats: DataStats) -> list[tuple[str, int, rows.ChatRow]]:
     """Every usable row of every dataset, checked; bad rows raise or are counted, as the recipe says."""
     kept = []
     for source in recipe.data.datasets:
@@ -103,7 +108,7 @@ def parsed_rows(recipe, stats: DataStats) -> list[tuple[str, int, rows.ChatRow]]
     return kept
 
 
-def jobs_for_row(recipe, source: str, index: int, row: rows.ChatRow, system: harmony.SystemBlock) -> list[Job]:
+def jobs_for_row(recipe: Recipe, source: str, index: int, row: rows.ChatRow, system: harmony.SystemBlock) -> list[Job]:
     data = recipe.data
     if data.chat_format == "harmony":
         conversation = chat.to_conversation(row, system)
@@ -182,35 +187,6 @@ class Encoder:
         if self._templates is None:
             self._templates = TemplateRenderer(self.tokenizer)
         return self._templates.ids(template)
-
-
-def plain_text_tokenizer(tokenizer):
-    """The Rust tokenizer behind `tokenizer`, told to read special-token look-alikes as text.
-
-    Same ids as `tokenizer(texts, split_special_tokens=True)`, without transformers' per-text
-    Python wrapping, which was most of the data preparation time (BENCHMARKS.md)."""
-    from tokenizers import Tokenizer
-
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.encode_special_tokens = True
-    return backend
-
-
-def special_token_ids(tokenizer) -> dict[str, int]:
-    special_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in harmony.SPECIAL_TOKENS}
-    missing = [t for t, i in special_ids.items() if i is None or i == tokenizer.unk_token_id]
-    if missing:
-        raise UserError(f"the tokenizer lacks harmony's special tokens {missing}; use a gpt-oss tokenizer.")
-    return special_ids
-
-
-def text_encoder(tokenizer):
-    """Plain text -> ids, never producing a control token (see Encoder)."""
-
-    def encode_text(text: str) -> list[int]:
-        return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
-
-    return encode_text
 
 
 PROGRESS_CHUNK = 2048  # examples per progress update: small enough to move, large enough to batch well

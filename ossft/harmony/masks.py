@@ -1,6 +1,6 @@
 """Which tokens the loss trains on, read from the structure of the token stream itself.
 
-One rule for every chat format (harmony.py's renders and a Jinja template's alike), so both are
+One rule for every chat format (harmony/render.py's renders and a Jinja template's alike), so both are
 masked the same way: an assistant turn is a run of consecutive assistant messages; its opening
 `<|start|>assistant` is written by the server and not trained; every token after it is, through the
 turn's last terminator (`<|end|>`, `<|call|>`, `<|return|>`), inner `<|start|>assistant` headers

@@ -2,7 +2,7 @@
 
 Pure Python on purpose (no torch, no transformers): what the model trains on can be read and tested
 as text. A conversation becomes a list of `Piece`s, each either a special token or a run of plain
-text; `data.py` turns pieces into token ids, and `masks.py` decides from those ids what is trained.
+text; `data/tokenize.py` turns pieces into token ids, and `masks.py` decides from those ids what is trained.
 
 Training examples follow what the harmony format guide has a server show the model (see
 `training_examples`): a turn's analysis is visible while the turn is being written (tool calls
@@ -96,7 +96,7 @@ class Conversation:
     messages: tuple[Message, ...]
     system: SystemBlock = field(default_factory=SystemBlock)
     instructions: str | None = None
-    tools_section: str | None = None  # "# Tools\n\n## functions ..." (harmony_tools.py)
+    tools_section: str | None = None  # "# Tools\n\n## functions ..." (harmony/tools.py)
 
     def header_messages(self) -> list[Message]:
         header = [Message("system", system_content(self.system, functions=bool(self.tools_section)))]

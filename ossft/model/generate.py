@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ossft.checkpoints.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RECIPE_COPY
 from ossft.checkpoints.read import check_model_folder, read_json_object, safetensors_header
-from ossft.data.tokenize import special_token_ids, text_encoder
+from ossft.data.tokenizer import special_token_ids, text_encoder
 from ossft.errors import UserError
 from ossft.harmony import render as harmony
 

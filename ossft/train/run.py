@@ -1,29 +1,32 @@
-"""The recipe's `train:` section -> TRL SFTConfig, then SFTTrainer on the model and the data."""
+"""One training run: SFTTrainer on the model and the data, resume, the verified final save, the run's outputs."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ossft.checkpoints.layout import RECIPE_COPY
 from ossft.checkpoints.verify import trainable_digest, verify_trained_model
 from ossft.data import prepare
 from ossft.errors import UserError
 from ossft.files import write_text_atomic
+from ossft.launch.ranks import leave_process_group
 from ossft.model import load as model
-from ossft.recipe.load import TRAIN_DEFAULTS
-from ossft.train import disk, resume, summary
+from ossft.recipe.sections import Recipe
+from ossft.train import disk, plots, resume
+from ossft.train.card import write_model_card
+from ossft.train.config import sft_config
 from ossft.train.provenance import recipe_copy
-
-RECIPE_COPY = "recipe.yaml"
+from ossft.train.summary import summarize, write_summary
+from ossft.units import GIB
 
 
 @dataclass
 class TrainingRun:
-    recipe: object
+    recipe: Recipe
     trainer: object
     data: prepare.PreparedData
     trainable_params: int
@@ -35,85 +38,6 @@ class TrainingRun:
     @property
     def output_dir(self) -> Path:
         return Path(self.recipe.output.dir)
-
-
-def sft_config(recipe, has_eval: bool = False):
-    import torch
-    from trl import SFTConfig
-
-    # Only ossft's own defaults and what the recipe changes: passing the deprecated alias
-    # gradient_checkpointing, even at its default value, makes transformers warn.
-    chosen = recipe.train.model_dump()
-    values = {k: chosen[k] for k in TRAIN_DEFAULTS if chosen[k] is not None or k == "bf16"}
-    values.update(recipe.train.model_dump(exclude_defaults=True))
-    gpu = torch.cuda.is_available()
-    if values.get("bf16") is None:
-        values["bf16"] = gpu and torch.cuda.is_bf16_supported()
-    if not gpu:
-        values.setdefault("dataloader_pin_memory", False)  # pinning needs an accelerator
-        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-            # Without a GPU accelerate picks no backend and counts one process, while DeepSpeed runs
-            # its own gloo group of all of them: the batch-size check then fails (8 != 8 * 1 * 2).
-            values.setdefault("ddp_backend", "gloo")
-    # The Trainer asks DDP to search for unused parameters whenever the model is a PeftModel, an extra
-    # pass over the autograd graph every step. gpt-oss uses every parameter each step (the experts
-    # are stacked into single 3-D tensors, and the router always runs), so nothing is ever unused.
-    values.setdefault("ddp_find_unused_parameters", False)
-    refuse_packing(values)
-    if not gpu:
-        refuse_gpu_only(recipe, values)
-    if values.get("hub_token"):
-        # Hub pushes read HF_TOKEN; kept in TrainingArguments the token would be pickled into every
-        # checkpoint's training_args.bin.
-        os.environ["HF_TOKEN"] = values.pop("hub_token")
-    values = with_eval_schedule(values, has_eval)
-    try:
-        return SFTConfig(output_dir=recipe.output.dir, **values)
-    except ValueError as exc:
-        raise UserError(f"train: the settings do not fit together: {exc}") from exc
-
-
-def refuse_packing(values: dict) -> None:
-    for key in ("packing", "padding_free"):
-        if values.get(key):
-            # GptOssModel builds its masks without position_ids: packed examples attend to each other
-            # (design.md trap 2: logits off by up to 0.27 with eager attention).
-            raise UserError(
-                f"train.{key}: gpt-oss builds its attention masks without position_ids, so examples packed "
-                "into one sequence would attend to each other and train on a wrong context. Remove it; to "
-                "cut padding, batch examples of similar length with train.train_sampling_strategy: group_by_length."
-            )
-
-
-GPU_ONLY_OPTIMIZERS = ("8bit", "bnb", "paged", "apex")  # bitsandbytes and apex kernels are CUDA-only
-
-
-def refuse_gpu_only(recipe, values: dict) -> None:
-    """Options that cannot run without a GPU, refused before the model loads rather than deep inside it."""
-    problems = []
-    if recipe.model.attn_implementation != "eager":
-        problems.append(f"model.attn_implementation: {recipe.model.attn_implementation} needs a GPU (use eager on CPU)")
-    optim = str(getattr(values.get("optim"), "value", values.get("optim", "")))
-    if any(marker in optim for marker in GPU_ONLY_OPTIMIZERS):
-        problems.append(f"train.optim: {optim} needs CUDA (use adamw_torch on CPU)")
-    if values.get("fp16"):
-        problems.append("train.fp16: fp16 mixed precision needs a GPU (remove it; CPUs train in fp32)")
-    if problems:
-        raise UserError(
-            "no GPU here, and the recipe asks for what only a GPU does: " + "; ".join(problems) + ". "
-            "To try this recipe on this machine, run `ossft train RECIPE --smoke`."
-        )
-
-
-def with_eval_schedule(values: dict, has_eval: bool) -> dict:
-    """With an eval split and no eval schedule, evaluate whenever a checkpoint is saved."""
-    if has_eval and values.get("eval_strategy", "no") == "no":
-        values = {
-            **values,
-            "eval_strategy": values.get("save_strategy", "steps"),
-            "eval_steps": values.get("save_steps"),
-        }
-    return values
 
 
 def prepare_trainer(recipe, on_status=print, data_progress=None):
@@ -182,7 +106,7 @@ def save_sharded_final(trainer, output: Path) -> None:
     """The final save of an FSDP SHARDED_STATE_DICT run, which `Trainer.save_model` skips (it writes
     nothing in that mode): each rank writes its shard, as for a checkpoint, into
     OUTPUT/pytorch_model_fsdp_0/, which `ossft merge-shards` reads; rank 0 adds the config and
-    tokenizer. Gathering the whole model on one rank instead would need ~234 GB for 120b (trap 8)."""
+    tokenizer. Gathering the whole model on one rank instead would need ~234 GB for 120b (docs/traps.md#trap-8)."""
     from accelerate.utils import save_fsdp_model
     from peft import PeftModel
 
@@ -238,9 +162,9 @@ def run_training(recipe, on_status=print, check_disk: bool = True, data_progress
     output = Path(recipe.output.dir)
     warn_if_too_big(recipe, trainer, on_status)
     if check_disk:
-        plan = disk.plan_disk(trainer, planned_steps(trainer))
+        plan = disk.disk_needs(trainer, planned_steps(trainer))
         disk.check_disk(plan, output)  # every rank: on nodes without a shared disk each has its own
-        on_status(f"disk: this run writes up to {plan.total / disk.GIB:,.2f} GiB ({plan.checkpoints_kept} checkpoints)")
+        on_status(f"disk: this run writes up to {plan.total / GIB:,.2f} GiB ({plan.checkpoints_kept} checkpoints)")
     main = trainer.is_world_process_zero()  # shared outputs are written once, by rank 0
     if main:
         write_text_atomic(output / RECIPE_COPY, recipe_copy(recipe))
@@ -262,17 +186,17 @@ def run_training(recipe, on_status=print, check_disk: bool = True, data_progress
     replicas = replica_digests(trainer)
     run = TrainingRun(recipe, trainer, prepared, trainable, total, wall, trainer.meter.measure(trainer), replicas)
     if main:
-        summary.write_run_outputs(run)  # summary.json, loss.png, then README.md over TRL's and PEFT's cards
+        write_run_outputs(run)  # summary.json, loss.png, then README.md over TRL's and PEFT's cards
     leave_process_group(trainer)
     return run
 
 
-def leave_process_group(trainer) -> None:
-    """Every rank waits for rank 0's report, then the process group is taken down on purpose. A rank
-    that exits with the group still up can abort in gloo's threads at interpreter shutdown ("terminate
-    called without an active exception", SIGABRT: pytorch/pytorch#190489; seen once in CI on a
-    2-process run), which torchrun reports as a failed run although the model was saved. Only on
-    success: taking the group down while another rank is stuck in a collective would hang."""
-    if trainer.accelerator.num_processes > 1:
-        trainer.accelerator.wait_for_everyone()
-        trainer.accelerator.end_training()
+def write_run_outputs(run) -> dict:
+    """summary.json, loss.png and README.md, in that order: the card quotes the summary and shows the plot.
+    Called after the model is saved and verified; the card is written last, replacing the ones TRL and
+    PEFT write on their own."""
+    summary = summarize(run)
+    write_summary(summary, run.output_dir)
+    plots.write_loss_plot(run.trainer.state.log_history, run.output_dir)
+    write_model_card(run, summary)
+    return summary

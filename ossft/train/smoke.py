@@ -16,7 +16,7 @@ from ossft.errors import UserError
 from ossft.files import EXAMPLES_DIR
 from ossft.gptoss.facts import model_shape
 from ossft.model.tiny import TinySpec
-from ossft.train.run import GPU_ONLY_OPTIMIZERS
+from ossft.train.config import GPU_ONLY_OPTIMIZERS
 
 SMOKE_STEPS = 3
 SMOKE_PROCESSES = 2  # enough to exercise data parallelism; more only slows a 2-core machine

@@ -147,8 +147,8 @@ def run_config(name: str, args, shape, device: str) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from ossft.model.load import apply_lora
+    from ossft.train.config import sft_config
     from ossft.train.meter import MeteredSFTTrainer
-    from ossft.train.run import sft_config
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     expert_layers = (
