@@ -1,6 +1,6 @@
 """Real FSDP2 SHARDED_STATE_DICT saves of a tiny gpt-oss, written by accelerate 1.15's own save functions.
 
-accelerate never runs FSDP on CPU (design.md trap 6), so two gloo processes (`python -m tests.fsdp_checkpoint`)
+accelerate never runs FSDP on CPU (docs/traps.md#trap-6), so two gloo processes (`python -m tests.fsdp_checkpoint`)
 shard the model with `fully_shard` themselves, each decoder layer then the root as accelerate's FSDP2 does, and
 call accelerate's `save_fsdp_model` / `save_fsdp_optimizer` with a SHARDED_STATE_DICT plugin, the way
 `Trainer._save_optimizer_and_scheduler` calls them (transformers/trainer.py:3554-3561). What lands on disk:

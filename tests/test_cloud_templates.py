@@ -249,7 +249,7 @@ def test_template_asks_for_the_gpus_the_recipe_counts(name):
 def test_skypilot_disk_holds_the_checkpoints(name):
     template = read(name)
     recipe = recipe_of(template.commands[0])
-    # design.md trap 8: a 120b checkpoint with optimizer state is ~720 GB, ~3 TB for two and the output;
+    # docs/traps.md#trap-8: a 120b checkpoint with optimizer state is ~720 GB, ~3 TB for two and the output;
     # 20b: ~130 GB each (6 bytes per parameter). LoRA checkpoints are small.
     needed_gb = 0 if recipe.lora is not None else 3000 if "120b" in recipe.model.base_model else 300
     assert template.disk_gb * template.nodes >= needed_gb

@@ -156,7 +156,7 @@ def test_dtype_and_several_shards_with_an_index(runs, tmp_path):
 
 
 def test_a_config_beside_the_save_wins_and_is_cleaned(cli, runs, tiny_model_dir, tmp_path):
-    """A config.json saved from the FSDP-wrapped model names FSDPGptOssForCausalLM (design.md trap 9); one from
+    """A config.json saved from the FSDP-wrapped model names FSDPGptOssForCausalLM (docs/traps.md#trap-9); one from
     an MXFP4 base keeps a quantization_config that no longer describes the dequantized weights (trap 1)."""
     from ossft.gptoss import mxfp4
 

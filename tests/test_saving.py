@@ -1,4 +1,4 @@
-"""MXFP4 checkpoints load dequantized, and every model ossft saves is read back and checked (trap 1)."""
+"""MXFP4 checkpoints load dequantized, and every model ossft saves is read back and checked (docs/traps.md#trap-1)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def _dequantized(mxfp4_dir):
 
 
 def test_the_trap_1_save_is_caught(mxfp4_dir, tmp_path):
-    # The save that transformers up to 5.23 wrote for a dequantized model (docs trap 1; 5.24 and
+    # The save that transformers up to 5.23 wrote for a dequantized model (docs/traps.md#trap-1; 5.24 and
     # 5.25 save plain names): the float experts under their MXFP4 names `*_blocks`, and no
     # quantization_config. Built here by hand, so the guard stays tested whatever transformers does.
     model = _dequantized(mxfp4_dir)

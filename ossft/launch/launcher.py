@@ -288,7 +288,7 @@ def _choose_config(name: str | None, local_gpus: int) -> tuple[Path, list[str]]:
     if local_gpus:
         return config, []
     # Accelerate never does FSDP on CPU: it silently falls back to DDP or to no distribution at all
-    # (design.md trap 6). DeepSpeed ZeRO-3 does run on CPU over gloo, when it is installed.
+    # (docs/traps.md#trap-6). DeepSpeed ZeRO-3 does run on CPU over gloo, when it is installed.
     if kind == "FSDP" or (kind == "DEEPSPEED" and not _deepspeed_installed()):
         why = "FSDP needs GPUs" if kind == "FSDP" else "deepspeed is not installed (pip install -e '.[deepspeed]')"
         ddp = find_accelerate_config(DATA_PARALLEL_CONFIG)

@@ -1,6 +1,6 @@
 """LoRA on the experts, applied to the routed tokens: `x·W + s·(x·A)·B` per (token, expert) pair.
 
-PEFT's `target_parameters` (design.md trap 5) adds the LoRA delta to the whole expert stack before
+PEFT's `target_parameters` (docs/traps.md#trap-5) adds the LoRA delta to the whole expert stack before
 every forward: `W' = W + s·A·B`, a second [experts, in, out] tensor per targeted weight (1.06 GB for
 one gpt-oss-20b layer's gate_up_proj in bf16). Autograd keeps W' for the backward and computes its
 full gradient, one more GEMM as large as the forward, only to reduce it to the small A and B. Routed,
