@@ -1,4 +1,4 @@
-"""Real FSDP2 SHARDED_STATE_DICT saves of a tiny gpt-oss, written by accelerate 1.15's own save functions.
+"""Real FSDP2 SHARDED_STATE_DICT saves of a tiny gpt-oss, written by accelerate's own save functions (1.16).
 
 accelerate never runs FSDP on CPU (docs/traps.md#trap-6), so two gloo processes (`python -m tests.fsdp_checkpoint`)
 shard the model with `fully_shard` themselves, each decoder layer then the root as accelerate's FSDP2 does, and

@@ -15,7 +15,7 @@ from ossft.errors import UserError
 from ossft.gptoss import mxfp4
 from ossft.gptoss.mxfp4 import QUANTIZATION_CONFIG
 
-# The tiny model (ossft.tiny defaults): 2 layers, 4 experts, hidden = intermediate = 64, fp32.
+# The tiny model (ossft.model.tiny defaults): 2 layers, 4 experts, hidden = intermediate = 64, fp32.
 # gate_up_proj [4, 64, 128] + down_proj [4, 64, 64] = 49,152 expert values per layer, 98,304 in all.
 EXPERT_VALUES = 2 * (4 * 64 * 128 + 4 * 64 * 64)
 MXFP4_BYTES = EXPERT_VALUES // 32 * 17  # per block of 32 values: 16 bytes of codes + 1 scale byte

@@ -464,7 +464,7 @@ def test_split_validation_refuses_values_that_are_neither_fraction_nor_count(siz
 
 
 def test_import_is_cheap():
-    code = "import sys, ossft.sources; print('datasets' in sys.modules, 'pyarrow' in sys.modules)"
+    code = "import sys, ossft.data.sources; print('datasets' in sys.modules, 'pyarrow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
 

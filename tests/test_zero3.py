@@ -1,7 +1,7 @@
 """DeepSpeed ZeRO-3 with 2 CPU processes through the real launcher (gloo), LoRA and full fine-tuning.
 
 On CPU accelerate picks no process-group backend and counts one process while DeepSpeed runs a gloo
-group of two; ossft sets train.ddp_backend=gloo there (trainer.sft_config), which makes them agree.
+group of two; ossft sets train.ddp_backend=gloo there (ossft/train/config.py), which makes them agree.
 """
 
 from __future__ import annotations

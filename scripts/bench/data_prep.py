@@ -6,7 +6,7 @@ One command does all of it:
    temporary folder: OpenAI / Hugging Face `messages` rows, 1 to 3 turns, assistant `thinking`,
    a developer message in some, text in a dozen languages, each about --target-tokens o200k tokens
    of message text;
-2. times `ossft.prepare.prepare_data` on a recipe that reads that file (the real gpt-oss tokenizer,
+2. times `ossft.data.prepare.prepare_data` on a recipe that reads that file (the real gpt-oss tokenizer,
    an empty data cache, train.max_length 8192 so nothing is dropped);
 3. times the same call again, which must be served from the cache the first one wrote;
 4. times TRL on the same file: `datasets.load_dataset("json")` and then `SFTTrainer._prepare_dataset`,
@@ -504,7 +504,7 @@ def report(results: list[Result], facts: dict, meta: dict) -> str:
 MARKDOWN_HEADER = """# Benchmarks
 
 Measured results of `scripts/bench/data_prep.py`, which times how fast ossft turns conversations
-into training-ready token ids (`ossft.prepare.prepare_data`: read the file, check the rows, render
+into training-ready token ids (`ossft.data.prepare.prepare_data`: read the file, check the rows, render
 harmony, tokenize with the real o200k_harmony tokenizer, mask, save to the on-disk cache), how
 fast a second run loads the same result from that cache, and how fast TRL prepares the same rows
 (`datasets.load_dataset("json")` + `SFTTrainer._prepare_dataset` with the Hugging Face chat

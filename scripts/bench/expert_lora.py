@@ -6,7 +6,7 @@ process (so peak memory is its own): forward and backward, --repeat times after 
 
 - stacked: PEFT target_parameters as it is, experts through transformers' grouped_mm; every forward
   adds s·A·B to the whole [experts, in, out] stack and the backward computes that stack's gradient.
-- routed: the same PEFT model after ossft.expert_lora.use_routed_expert_lora: (x·A)·B per routed token.
+- routed: the same PEFT model after ossft.model.expert_lora.use_routed_expert_lora: (x·A)·B per routed token.
 
 Reported: seconds per forward+backward (median), the peak memory it added over the loaded layer (CPU:
 getrusage max RSS; CUDA: max_memory_allocated), and the largest difference between the two ways in the

@@ -8,8 +8,8 @@ sides. Two configurations run one after the other in this process, each with a f
 - cookbook: the OpenAI cookbook's "fine-tune gpt-oss with transformers" settings: eager attention,
   LoRA r=8 / alpha 16 on the attention projections (what all-linear selects) and the experts of
   layers 7, 15 and 23, gradient checkpointing, AdamW, the micro-batch given here;
-- ossft: the same LoRA built by ossft (ossft.model.apply_lora) and trained through ossft's
-  SFTConfig (ossft.trainer.sft_config) and MeteredSFTTrainer, with ossft's defaults for the rest.
+- ossft: the same LoRA built by ossft (ossft.model.load.apply_lora) and trained through ossft's
+  SFTConfig (ossft.train.config.sft_config) and MeteredSFTTrainer, with ossft's defaults for the rest.
 
 Reported per configuration: tokens/s over the steady steps (after the first --warmup), peak reserved
 and allocated memory, and MFU = 6 * N_active * tokens/s / peak bf16 FLOP/s, where N_active counts the
@@ -254,7 +254,7 @@ def probe(args, seq: int) -> dict:
 
 
 def longest_sequence(args) -> tuple[dict | None, list[dict]]:
-    """The longest run that trained, by ossft.plan's search (doubling from --seq, then bisecting down to
+    """The longest run that trained, by ossft.launch.memory's search (doubling from --seq, then bisecting down to
     --resolution, never past --max-seq), and every attempt."""
     from ossft.launch.memory import longest_passing
 

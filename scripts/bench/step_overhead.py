@@ -4,7 +4,7 @@ Both sides train the tiny gpt-oss (made here, seeded) on the same tokenized exam
 sample data, prepared once by ossft; preparation is not timed), with the same LoRA (attention and
 every layer's experts), batch size, learning rate, schedule, activation checkpointing and seed:
 
-- ossft: `ossft.trainer.prepare_trainer` on the quickstart recipe, i.e. MeteredSFTTrainer with the
+- ossft: `ossft.train.run.prepare_trainer` on the quickstart recipe, i.e. MeteredSFTTrainer with the
   token meter, the run guard (per-step all-reduce of the stop flags, non-finite loss check), the
   checkpoint marker and the loss-plot callbacks;
 - TRL: `transformers.AutoModelForCausalLM` + `peft.get_peft_model(LoraConfig(...))` + `trl.SFTTrainer`
