@@ -188,7 +188,7 @@ def test_fsdp_leaves_activation_checkpointing_to_the_recipe(monkeypatch, config)
     # ossft turns the training argument on by default.
     from accelerate.utils import FullyShardedDataParallelPlugin
 
-    from ossft.recipe.load import TRAIN_DEFAULTS
+    from ossft.recipe.train_section import TRAIN_DEFAULTS
 
     in_process_env(monkeypatch, launch(monkeypatch, config))
     plugin = FullyShardedDataParallelPlugin()

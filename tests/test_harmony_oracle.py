@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from ossft.data import rows
 from ossft.data import tokenize as data
 from ossft.harmony.tools import function_name_problem, function_tools_section
-from ossft.recipe.load import SystemSection, load_recipe
+from ossft.recipe.load import load_recipe
+from ossft.recipe.sections import SystemSection
 from tests.conftest import REPO
 from tests.o200k import gpt_oss_tokenizer_available, harmony_encodings_dir, load_gpt_oss_tokenizer
 

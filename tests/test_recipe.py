@@ -230,7 +230,7 @@ def test_all_sft_config_fields_are_accepted():
 
     from trl import SFTConfig
 
-    from ossft.recipe.load import OWNED_ELSEWHERE, train_section_model
+    from ossft.recipe.train_section import OWNED_ELSEWHERE, train_section_model
 
     accepted = set(train_section_model().model_fields)
     expected = {f.name for f in dataclasses.fields(SFTConfig) if f.init} - set(OWNED_ELSEWHERE)

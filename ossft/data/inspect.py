@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from ossft.data import prepare
 from ossft.data import tokenize as data
 from ossft.harmony import masks
 
+if TYPE_CHECKING:
+    from ossft.recipe.sections import Recipe
 
-def example_records(recipe, tokenizer, rows: int | None):
+
+def example_records(recipe: Recipe, tokenizer, rows: int | None):
     """One record per training example of the first `rows` usable rows (all rows when None)."""
     stats = data.DataStats()
     parsed = data.parsed_rows(recipe, stats)
@@ -78,5 +82,5 @@ def totals_table(stats: data.DataStats, shown_above: bool = True):
     return table
 
 
-def full_stats(recipe, tokenizer, on_progress=None) -> data.DataStats:
+def full_stats(recipe: Recipe, tokenizer, on_progress=None) -> data.DataStats:
     return prepare.prepare_data(recipe, tokenizer, on_progress=on_progress).stats
