@@ -13,8 +13,7 @@ from pathlib import Path
 
 from ossft.checkpoints.read import check_model_folder, read_json_object
 from ossft.errors import UserError
-from ossft.gptoss.facts import EXPERT_PARAMETERS, is_mxfp4
-from ossft.recipe.sections import ATTENTION_PROJECTIONS
+from ossft.gptoss.facts import ATTENTION_PROJECTIONS, EXPERT_PARAMETERS, is_mxfp4
 
 
 def _from_pretrained(loader, name: str, **kwargs):

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ossft.gptoss.facts import ATTENTION_PROJECTIONS
 from ossft.harmony.render import KNOWLEDGE_CUTOFF, MODEL_IDENTITY
-
-ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 class Section(BaseModel):
