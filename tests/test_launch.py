@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from ossft.errors import UserError
-from ossft.launch.launcher import (
-    CONFIG_DIR,
-    LaunchFlags,
-    LaunchOutcome,
-    LaunchPlan,
-    Topology,
-    first_slurm_host,
-    inside_launcher,
-    plan_launch,
-    rank_label,
-    resolve_topology,
-    run_launch,
-)
+from ossft.files import ACCELERATE_CONFIGS_DIR as CONFIG_DIR
+from ossft.launch.command import LaunchPlan, child_arguments, plan_launch
+from ossft.launch.ranks import PREEMPTED_EXIT, LaunchOutcome, rank_label, run_launch
+from ossft.launch.topology import LaunchFlags, Topology, first_slurm_host, inside_launcher, resolve_topology
 from tests.conftest import REPO
 
 NO_FLAGS = LaunchFlags()
@@ -179,7 +171,7 @@ def test_unknown_config_is_named_with_the_shipped_ones():
 # launcher exits 1, as torchrun does whenever a rank died (here: rank 1 aborting at interpreter exit).
 FAKE_LAUNCHER = """
 import os, sys
-from ossft.launch.launcher import report_rank_failure, report_rank_finished
+from ossft.launch.ranks import report_rank_failure, report_rank_finished
 for rank, report in enumerate(sys.argv[1:]):
     env = {**os.environ, "RANK": str(rank)}
     if report == "finished":
@@ -203,3 +195,20 @@ def test_launch_outcome_from_rank_reports(reports, code, crashed_after_finishing
     topology = Topology(processes_per_node=2, nodes=1, node_rank=0, master_addr=None, master_port=29500)
     plan = LaunchPlan(topology, [sys.executable, "-c", FAKE_LAUNCHER, *reports])
     assert run_launch(plan) == LaunchOutcome(code, crashed_after_finishing)
+
+
+def test_what_the_launching_process_says_of_each_outcome():
+    assert (LaunchOutcome(0).failed, LaunchOutcome(0).message) == (False, None)
+    crashed = LaunchOutcome(0, crashed_after_finishing=True)
+    assert not crashed.failed and "the run is complete" in crashed.message
+    preempted = LaunchOutcome(PREEMPTED_EXIT)
+    assert not preempted.failed and preempted.message.startswith("preempted: every rank wrote its checkpoint")
+    stopped = LaunchOutcome(2)
+    assert stopped.failed and stopped.message == "training stopped: the error of each failing rank is printed above."
+
+
+def test_each_process_runs_the_same_train_without_the_launch_flags():
+    assert child_arguments(Path("r.yaml"), ["a=1", "b=2"], smoke=True, skip_disk_check=True, debug=True) == [
+        "--debug", "train", "r.yaml", "--set", "a=1", "--set", "b=2", "--smoke", "--skip-disk-check",
+    ]  # fmt: skip
+    assert child_arguments(Path("r.yaml"), []) == ["train", "r.yaml"]
