@@ -77,10 +77,10 @@ def checkpoint_step(folder: Path) -> int | None:
     return int(match[1]) if match else None
 
 
-def require_empty_output(out_dir: Path) -> None:
-    """Converters never write over anything: their output folder must not exist or be empty."""
+def require_empty_output(out_dir: Path, choose: str = "another --out folder") -> None:
+    """ossft never writes over anything: an output folder must not exist or be empty."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise UserError(f"{out_dir} already exists and is not empty. Choose another --out folder or delete it first.")
+        raise UserError(f"{out_dir} already exists and is not empty. Choose {choose} or delete it first.")
 
 
 def copy_tokenizer(folders: Iterable[Path], staging: Path) -> Path | None:

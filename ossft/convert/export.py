@@ -31,6 +31,8 @@ from ossft.checkpoints.disk_space import ensure_room
 from ossft.checkpoints.layout import (
     DEFAULT_MAX_SHARD_SIZE,
     GENERATION_CONFIG,
+    INDEX,
+    SINGLE_FILE,
     TOKENIZER_FILES,
     copy_generation_config,
     copy_tokenizer,
@@ -188,10 +190,10 @@ def _check_model_folder(model_dir: Path) -> dict:
 
 def _input_files(model_dir: Path) -> None:
     """Weights are there (their files are checked whole by `model_weights`, in `_plan`)."""
-    if (model_dir / "model.safetensors.index.json").is_file() or (model_dir / "model.safetensors").is_file():
+    if (model_dir / INDEX).is_file() or (model_dir / SINGLE_FILE).is_file():
         return
     raise UserError(
-        f"{model_dir} holds no safetensors weights (model.safetensors or model.safetensors.index.json), so it is "
+        f"{model_dir} holds no safetensors weights ({SINGLE_FILE} or {INDEX}), so it is "
         "not a model folder ossft can export. Save the model with safetensors (the default of save_pretrained)."
     )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ossft.gptoss.facts import Shape, model_shape
+from ossft.gptoss.facts import ATTENTION_PROJECTIONS, Shape, model_shape
 from ossft.units import GIB
 
 
@@ -374,7 +374,7 @@ def calibration() -> list[tuple[str, float, float]]:
     from types import SimpleNamespace
 
     attention_r8 = SimpleNamespace(
-        r=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], experts="none", experts_r=None
+        r=8, target_modules=list(ATTENTION_PROJECTIONS), experts="none", experts_r=None
     )
     rows = []
     for name, published, model, lora, optimizer_bytes, gpus, offload in AXOLOTL_FIGURES:

@@ -14,9 +14,11 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ossft.checkpoints.layout import require_empty_output
 from ossft.data import chat, rows
 from ossft.errors import UserError
 from ossft.files import EXAMPLES_DIR
+from ossft.gptoss.facts import EXPERT_PARAMETERS
 from ossft.harmony import render
 from ossft.harmony.render import SPECIAL_TOKENS
 
@@ -51,8 +53,7 @@ def write_tiny_model(
     """Write model + tokenizer to `out` (via a temporary folder, so a failure leaves nothing half-made)."""
     spec.check()
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} already exists and is not empty. Choose another folder or delete it first.")
+    require_empty_output(out, choose="another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -79,7 +80,7 @@ def save_as_mxfp4(model, folder: Path) -> None:
     from ossft.gptoss import mxfp4
 
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    for name in [n for n in state if n.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj"))]:
+    for name in [n for n in state if n.endswith(EXPERT_PARAMETERS)]:
         state[f"{name}_blocks"], state[f"{name}_scales"] = mxfp4.pack(state.pop(name))
     model.config.quantization_config = dict(mxfp4.QUANTIZATION_CONFIG)
     model.config.architectures = [type(model).__name__]
