@@ -11,7 +11,10 @@ import pytest
 from tests.conftest import REPO, run_bench_script
 from tests.o200k import gpt_oss_tokenizer_available
 
-pytestmark = pytest.mark.skipif(not gpt_oss_tokenizer_available(), reason="needs the real gpt-oss tokenizer fixtures")
+pytestmark = [
+    pytest.mark.bench,
+    pytest.mark.skipif(not gpt_oss_tokenizer_available(), reason="needs the real gpt-oss tokenizer fixtures"),
+]
 
 SCRIPT = REPO / "scripts" / "bench" / "data_prep.py"
 NUMBER = r"\d+(?:\.\d+)?"

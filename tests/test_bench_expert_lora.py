@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.conftest import run_bench_script
+
+pytestmark = pytest.mark.bench
 
 
 def test_expert_lora_benchmark_compares_both_ways(tmp_path):

@@ -11,6 +11,8 @@ import torch
 
 from tests.conftest import REPO, run_bench_script
 
+pytestmark = pytest.mark.bench
+
 
 def test_gpu_benchmark_runs_both_configs_on_cpu(tmp_path):
     args = ("--shape", "tiny", "--seq", "64", "--micro-batch", "2", "--steps", "4", "--warmup", "1")

@@ -6,7 +6,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, run_bench_script
+
+pytestmark = pytest.mark.bench
 
 SCRIPT = REPO / "scripts" / "bench" / "merge_shards.py"
 NUMBER = r"\d+(?:\.\d+)?"

@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 import statistics
 
+import pytest
+
 from tests.conftest import run_bench_script
+
+pytestmark = pytest.mark.bench
 
 
 def test_step_benchmark_runs_both_trainers(tmp_path):

@@ -23,6 +23,8 @@ from ossft.recipe.load import load_recipe
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.cloud
+
 SCRIPTS = REPO / "scripts"
 TEMPLATE_DIRS = ("skypilot", "slurm", "baseten")
 

@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.e2e  # the folders are damaged copies of what `ossft train` wrote
+
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 INDEX = "model.safetensors.index.json"
 COPY_AGAIN = "Copy or download the model folder again, or save it again."

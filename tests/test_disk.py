@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from ossft.recipe.load import load_recipe
 from ossft.train import disk
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e  # `ossft train` runs
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 

@@ -72,6 +72,7 @@ def two_process_run(tiny_model_dir, tmp_path_factory):
     return out, log
 
 
+@pytest.mark.e2e
 def test_two_processes_train_one_model(two_process_run, tiny_model_dir):
     out, log = two_process_run
     assert "launching 2 processes" in log and "uses plain data parallel" not in log  # quickstart names no config
@@ -84,6 +85,7 @@ def test_two_processes_train_one_model(two_process_run, tiny_model_dir):
     assert log.count("run summary") == 1  # rank 0 alone prints and writes the shared outputs
 
 
+@pytest.mark.e2e
 def test_summary_counts_the_tokens_of_both_ranks(two_process_run, tiny_model_dir, tmp_path, cli):
     # Two ranks of 8 sequences per step see, together, the same 16 sequences per step as one
     # process with batches of 16 (accelerate deals the shuffled batches out round-robin).
@@ -97,6 +99,7 @@ def test_summary_counts_the_tokens_of_both_ranks(two_process_run, tiny_model_dir
     assert one["processes"] == 1 and one["replicas_identical"] is None
 
 
+@pytest.mark.e2e
 def test_two_nodes_on_loopback_finish_together(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     port = str(free_port())
@@ -113,6 +116,7 @@ def test_two_nodes_on_loopback_finish_together(tiny_model_dir, tmp_path):
     assert "--machine_rank 1" in results[1][1] and "--machine_rank 0" in results[0][1]
 
 
+@pytest.mark.e2e
 def test_a_rank_that_stops_on_bad_data_makes_the_launch_exit_2(tiny_model_dir, tmp_path):
     rows = tmp_path / "bad.jsonl"
     rows.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": 3}\n')

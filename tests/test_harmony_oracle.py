@@ -510,12 +510,14 @@ def check(harmony, ossft: Ossft, case: Case, thinking: str, train_on: str) -> No
 # The properties
 
 
+@pytest.mark.e2e
 @settings(ORACLE, max_examples=300)
 @given(case=cases(), train_on=st.sampled_from(["all_turns", "last_turn"]))
 def test_per_turn_examples_are_openai_harmonys_renders(harmony, ossft, case, train_on):
     check(harmony, ossft, case, "per_turn", train_on)
 
 
+@pytest.mark.e2e
 @settings(ORACLE, max_examples=60)
 @given(case=cases(), train_on=st.sampled_from(["all_turns", "last_turn"]))
 def test_keep_all_example_is_openai_harmonys_render(harmony, ossft, case, train_on):
@@ -528,6 +530,7 @@ def developer_text(harmony, tools: list[dict]) -> str:
     return harmony.decode(ids).removeprefix("<|start|>developer<|message|>").removesuffix("<|end|>")
 
 
+@pytest.mark.e2e
 @settings(ORACLE, max_examples=200)
 @given(tools=tool_definitions().filter(bool))
 def test_tools_section_is_openai_harmonys(harmony, tools):

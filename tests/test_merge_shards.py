@@ -20,6 +20,8 @@ from ossft.convert.merge_shards import merge_shards
 from .conftest import REPO
 from .fsdp_checkpoint import RunSpec, expected_dir, write_fsdp_runs
 
+pytestmark = pytest.mark.e2e  # every test reads the runs two FSDP processes save
+
 # The wide model of the memory test: gpt-oss's shape at hidden 1024 with 8 experts and 4 layers, in bf16.
 WIDE = {"hidden_size": 1024, "intermediate_size": 1024, "head_dim": 256, "num_local_experts": 8}
 WIDE_LAYERS = 4

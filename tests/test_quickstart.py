@@ -13,6 +13,8 @@ from ossft.recipe.load import load_recipe
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.e2e  # trains the quickstart recipe and checks its loss and outputs
+
 
 def ossft(*args, cwd):
     return subprocess.run(

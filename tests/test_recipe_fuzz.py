@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .conftest import REPO
+
+pytestmark = pytest.mark.e2e  # hundreds of CLI runs
 
 QUICKSTART = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())
 SECTIONS = list(QUICKSTART)

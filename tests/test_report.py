@@ -90,6 +90,7 @@ def cli_full_run(tiny_model_dir, tmp_path_factory):
 # summary.json
 
 
+@pytest.mark.e2e
 def test_summary_has_every_field(lora_run):
     _, out, summary = lora_run
     assert summary["method"] == "lora" and summary["steps"] == 6
@@ -111,12 +112,14 @@ def test_summary_has_every_field(lora_run):
     assert summary["next"] == [f"ossft generate {out}", f"ossft merge-lora {out} --out {out}-merged"]
 
 
+@pytest.mark.e2e
 def test_summary_is_the_same_when_made_again(lora_run):
     # `ossft train` summarizes once more after run_training wrote summary.json: both must agree.
     run, _, summary = lora_run
     assert json.loads(json.dumps(summarize(run))) == summary
 
 
+@pytest.mark.e2e
 def test_tokens_seen_agree_with_trl(lora_run):
     _, out, summary = lora_run
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
@@ -124,6 +127,7 @@ def test_tokens_seen_agree_with_trl(lora_run):
     assert summary["tokens_seen"] == trl_count  # TRL sums attention_mask over every training batch
 
 
+@pytest.mark.e2e
 def test_token_counts_are_exact_over_whole_epochs(cli_full_run):
     _, _, summary = cli_full_run
     assert (summary["rows"], summary["examples"], summary["steps"], summary["epochs"]) == (6, 16, 4, 2.0)
@@ -139,6 +143,7 @@ def test_warmup_steps_left_out_of_the_steady_speed():
 # The terminal
 
 
+@pytest.mark.e2e
 def test_train_prints_the_table_and_the_next_commands(cli_full_run):
     result, _, summary = cli_full_run
     assert "run summary" in result.stdout and "tokens seen" in result.stdout and "loss drop" in result.stdout
@@ -147,6 +152,7 @@ def test_train_prints_the_table_and_the_next_commands(cli_full_run):
         assert command in result.stdout
 
 
+@pytest.mark.e2e
 def test_table_shows_every_number(lora_run):
     from rich.console import Console
 
@@ -169,6 +175,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.e2e
 def test_loss_plot_is_drawn_at_each_save_and_at_the_end(lora_run):
     run, out, _ = lora_run
     plotter = next(c for c in run.trainer.callback_handler.callbacks if isinstance(c, LossPlotCallback))
@@ -177,6 +184,7 @@ def test_loss_plot_is_drawn_at_each_save_and_at_the_end(lora_run):
     assert (out / "loss.png").stat().st_size > 20_000
 
 
+@pytest.mark.e2e
 def test_plot_command_redraws_from_the_newest_state(lora_run, cli, tmp_path):
     _, out, _ = lora_run
     copy = tmp_path / "run"
@@ -219,6 +227,7 @@ def card_parts(path: Path) -> tuple[dict, str]:
     return yaml.safe_load(front), body
 
 
+@pytest.mark.e2e
 def test_model_card_of_a_lora_adapter(lora_run, tiny_model_dir):
     _, out, summary = lora_run
     front, body = card_parts(out / "README.md")
@@ -239,6 +248,7 @@ def test_model_card_of_a_lora_adapter(lora_run, tiny_model_dir):
         assert command in body, command
 
 
+@pytest.mark.e2e
 def test_model_card_of_a_full_fine_tune(cli_full_run):
     _, out, _ = cli_full_run
     front, body = card_parts(out / "README.md")
@@ -247,6 +257,7 @@ def test_model_card_of_a_full_fine_tune(cli_full_run):
     assert "merge-lora" not in body
 
 
+@pytest.mark.e2e
 def test_no_secret_is_written(lora_run, tiny_model_dir):
     _, out, summary = lora_run
     for path in out.rglob("*"):

@@ -82,6 +82,7 @@ def uninterrupted(tiny_model_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.e2e
 def test_same_recipe_same_weights(uninterrupted, tiny_model_dir, tmp_path):
     # The premise of every resume test below: a run is bitwise repeatable.
     code, log = run(train_command(tiny_model_dir, tmp_path / "again"))
@@ -89,6 +90,7 @@ def test_same_recipe_same_weights(uninterrupted, tiny_model_dir, tmp_path):
     assert_same_weights(uninterrupted, tmp_path / "again")
 
 
+@pytest.mark.e2e
 def test_sigkill_between_checkpoints_then_resume(uninterrupted, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     command = train_command(tiny_model_dir, out)
@@ -104,6 +106,7 @@ def test_sigkill_between_checkpoints_then_resume(uninterrupted, tiny_model_dir, 
     assert_same_weights(uninterrupted, out)
 
 
+@pytest.mark.e2e
 def test_sigkill_while_a_checkpoint_is_written_then_resume(uninterrupted, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     command = train_command(tiny_model_dir, out)
@@ -137,6 +140,7 @@ def half_written(out: Path, found: list[int]) -> bool:
     return False
 
 
+@pytest.mark.e2e
 def test_sigterm_checkpoints_then_exits_as_preempted(uninterrupted, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     command = train_command(tiny_model_dir, out)
@@ -157,6 +161,7 @@ def test_sigterm_checkpoints_then_exits_as_preempted(uninterrupted, tiny_model_d
     assert_same_weights(uninterrupted, out)
 
 
+@pytest.mark.e2e
 def test_sigterm_stops_every_rank_at_the_same_step(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     process = start(train_command(tiny_model_dir, out), "--nproc", "2")
@@ -172,6 +177,7 @@ def test_sigterm_stops_every_rank_at_the_same_step(tiny_model_dir, tmp_path):
     assert {p.name for p in checkpoint.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
 
 
+@pytest.mark.e2e
 def test_changed_recipe_is_refused_unless_resume_never(uninterrupted, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     command = train_command(tiny_model_dir, out, "train.max_steps=3")
@@ -188,6 +194,7 @@ def test_changed_recipe_is_refused_unless_resume_never(uninterrupted, tiny_model
     assert "resuming" not in log
 
 
+@pytest.mark.e2e
 def test_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     # A learning rate of 1e30 turns the weights to inf in the first update: every later loss is NaN.

@@ -602,6 +602,7 @@ def check_pipeline(recipe_for, tokenizer, path: Path, rows: list[Row], *extra: s
 # The fuzz tests: 300 + 100 + 80 + 100 = 580 generated files, each run in both modes
 
 
+@pytest.mark.e2e
 @fuzz(300)
 @given(rows=rows_of(["messages", "thinking", "prompt"]))
 def test_jsonl_rows_of_every_layout(recipe_for, tokenizer, workdir, rows):
@@ -610,6 +611,7 @@ def test_jsonl_rows_of_every_layout(recipe_for, tokenizer, workdir, rows):
     check_pipeline(recipe_for, tokenizer, path, rows)
 
 
+@pytest.mark.e2e
 @fuzz(100)
 @given(rows=rows_of(["messages", "thinking", "prompt"]), thinking=st.sampled_from(["per_turn", "keep_all"]))
 def test_json_rows_with_keep_all_and_last_turn(recipe_for, tokenizer, workdir, rows, thinking):
@@ -618,6 +620,7 @@ def test_json_rows_with_keep_all_and_last_turn(recipe_for, tokenizer, workdir, r
     check_pipeline(recipe_for, tokenizer, path, rows, f"data.thinking={thinking}", "data.train_on=last_turn")
 
 
+@pytest.mark.e2e
 @fuzz(80)
 @given(rows=rows_of(["messages"]), suffix=st.sampled_from([".csv", ".parquet"]))
 def test_table_rows(recipe_for, tokenizer, workdir, rows, suffix):
@@ -642,6 +645,7 @@ def template_tokenizer(tiny_model_dir):
     return tokenizer
 
 
+@pytest.mark.e2e
 @fuzz(100)
 @given(rows=rows_of(["messages", "prompt"]))
 def test_template_mode_rows(recipe_for, template_tokenizer, workdir, rows):

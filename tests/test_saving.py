@@ -105,6 +105,7 @@ def test_ossft_forgets_the_mxfp4_layout_before_any_save(mxfp4_dir, tmp_path):
         assert torch.equal(reloaded[key], model.state_dict()[key]), key
 
 
+@pytest.mark.e2e
 def test_full_fine_tune_of_the_mxfp4_model_saves_what_it_trained(mxfp4_dir, tmp_path):
     recipe = recipe_for(mxfp4_dir, tmp_path, "train.max_steps=3", "train.learning_rate=1e-2", lora=False)
     run = run_training(recipe, on_status=lambda line: None)
@@ -123,6 +124,7 @@ def test_full_fine_tune_of_the_mxfp4_model_saves_what_it_trained(mxfp4_dir, tmp_
     assert len(changed) == 4  # both expert weights of both layers were trained, and saved as trained
 
 
+@pytest.mark.e2e
 def test_adapter_save_is_verified(mxfp4_dir, tmp_path):
     recipe = recipe_for(mxfp4_dir, tmp_path, "train.max_steps=2", "lora.experts_r=2")
     messages = []

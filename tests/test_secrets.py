@@ -7,6 +7,7 @@ import secrets as random_secrets
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from ossft.secrets import REDACTED, redact, without_secrets
@@ -24,6 +25,7 @@ def planted() -> dict[str, str]:
     }
 
 
+@pytest.mark.e2e
 def test_training_writes_and_prints_no_credential(tiny_model_dir, tmp_path):
     tokens = planted()
     out = tmp_path / "out"

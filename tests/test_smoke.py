@@ -24,6 +24,7 @@ def smoke_run(recipe, out):
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_every_recipe_smoke_runs(recipe, tmp_path):
     original = load_recipe(recipe)

@@ -12,6 +12,8 @@ from ossft.train.run import run_training
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.e2e  # real training runs
+
 
 def tiny_run(tiny_model_dir, output_dir, report_to: str):
     """Three logged steps of the quickstart recipe on the tiny model."""

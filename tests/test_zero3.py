@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 from tests.conftest import REPO
 from tests.test_distributed_train import finish, free_port, ossft, recipe_args
 
+pytestmark = pytest.mark.e2e  # ZeRO-3 training on two processes
+
 pytest.importorskip("deepspeed")
 
 
