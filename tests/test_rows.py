@@ -689,16 +689,16 @@ def test_unmatched_ids_and_unreadable_names_stop_the_run_or_are_skipped_and_coun
         f"{source} row 2, messages[1].tool_calls[0].function.name: 'get weather' contains whitespace, "
         "which a harmony header `to=functions.NAME` cannot carry",
     ]
-    overrides = [f"tokenize.datasets.0.path={source}"]
+    overrides = [f"data.datasets.0.path={source}"]
 
-    skipping = load_recipe(QUICKSTART, [*overrides, "tokenize.on_bad_row=skip"])
+    skipping = load_recipe(QUICKSTART, [*overrides, "data.on_bad_row=skip"])
     stats = tokenize.DataStats()
     assert [index for _, index, _ in tokenize.parsed_rows(skipping, stats)] == [0, 3]
     assert (stats.rows, stats.rows_skipped, stats.skipped) == (4, 2, reasons)
 
     with pytest.raises(UserError) as caught:
         tokenize.parsed_rows(load_recipe(QUICKSTART, overrides), tokenize.DataStats())
-    assert str(caught.value) == reasons[0] + ". Fix the row, or set tokenize.on_bad_row: skip to leave such rows out."
+    assert str(caught.value) == reasons[0] + ". Fix the row, or set data.on_bad_row: skip to leave such rows out."
 
 
 def test_row_error_is_a_value_error():
