@@ -1,6 +1,6 @@
 """The repository explains itself: the code cites docs/, and every citation leads somewhere.
 
-- The design notes kept outside the repository (design.md) are cited nowhere: what the code relies on
+- The design notes kept outside the repository are cited nowhere: what the code relies on
   lives in docs/.
 - Every `docs/<page>.md` cited in the code, tests, scripts, recipes, accelerate configs or README exists,
   and so does the `#anchor` it names (an `<a id=...>` or a heading, as GitHub makes anchors from them).
@@ -92,15 +92,18 @@ def citing_files() -> dict[str, str]:
     return {file.relative_to(REPO).as_posix(): text for file, text in text_files() if file.resolve() != THIS_FILE}
 
 
+# Spelled in two parts, so that a grep for the file name in ossft, tests and scripts finds nothing, this file included.
+OUTSIDE_NOTES = "design" + ".md"
+
+
 def test_design_notes_outside_the_repository_are_not_cited():
     citing = [
         f"{file.relative_to(REPO)}:{number}"
         for file, text in text_files((*CITING, "docs", "pyproject.toml"))
-        if file.resolve() != THIS_FILE
         for number, line in enumerate(text.splitlines(), 1)
-        if "design.md" in line
+        if OUTSIDE_NOTES in line
     ]
-    assert citing == [], "cite the docs/ page instead of design.md:\n" + "\n".join(citing)
+    assert citing == [], f"cite the docs/ page instead of {OUTSIDE_NOTES}:\n" + "\n".join(citing)
 
 
 def test_every_cited_page_anchor_and_trap_exists():
