@@ -60,3 +60,41 @@ def test_bad_input_exits_2(cli, tmp_path, tiny_model_dir, adapter_dir, args, mes
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.stderr.replace("│", " ").split()) and "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _sharded_only(folder, tiny_model_dir, adapter_config=None):
+    """What an FSDP (SHARDED_STATE_DICT) run leaves in its output folder or a checkpoint-N: the DCP
+    shards, config.json and, for LoRA, adapter_config.json; no weights any loader reads."""
+    import shutil
+
+    (folder / "pytorch_model_fsdp_0").mkdir(parents=True)
+    for name in (".metadata", "__0_0.distcp", "__1_0.distcp"):
+        (folder / "pytorch_model_fsdp_0" / name).write_bytes(b"\0" * 16)
+    shutil.copy(tiny_model_dir / "config.json", folder)
+    if adapter_config is not None:
+        shutil.copy(adapter_config, folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["full", "lora", "lora checkpoint"])
+@pytest.mark.parametrize("command", ["generate", "merge-lora", "export"])
+def test_a_sharded_save_points_to_merge_shards(cli, tiny_model_dir, adapter_dir, tmp_path, command, kind):
+    folder = tmp_path / "run" / ("checkpoint-4" if kind == "lora checkpoint" else "")
+    adapter_config = adapter_dir / "adapter_config.json" if kind != "full" else None
+    _sharded_only(folder.resolve(), tiny_model_dir, adapter_config)
+    args = {"generate": [], "merge-lora": ["--out", tmp_path / "out"], "export": ["--mxfp4", "--out", tmp_path / "out"]}
+    result = cli(command, folder, *args[command])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "holds only an FSDP sharded save (pytorch_model_fsdp_0/" in result.stderr
+    assert f"ossft merge-shards {folder.resolve()} (it writes {folder.resolve() / 'merged'})" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_a_folder_with_weights_beside_its_shards_is_not_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    from ossft.checkpoints.read import refuse_sharded_save
+
+    folder = _sharded_only(tmp_path / "run", tiny_model_dir)
+    shutil.copy(tiny_model_dir / "model.safetensors", folder)  # merged in place, or saved whole as well
+    refuse_sharded_save(folder)  # no error: a loader can read this folder

@@ -7,8 +7,20 @@ import json
 import struct
 from pathlib import Path
 
-from ossft.checkpoints.layout import INDEX, SINGLE_FILE
+from ossft.checkpoints.layout import ADAPTER_WEIGHTS, FSDP_MODEL_FOLDER, INDEX, SINGLE_FILE
 from ossft.errors import UserError
+
+
+def refuse_sharded_save(folder: Path) -> None:
+    """An FSDP run (SHARDED_STATE_DICT) leaves its weights only as DCP shards, one file per rank, which
+    no loader reads: say so, and how to make the folder loadable, instead of failing deep in a load."""
+    loadable = (INDEX, SINGLE_FILE, ADAPTER_WEIGHTS, "adapter_model.bin", "pytorch_model.bin")
+    if (folder / FSDP_MODEL_FOLDER).is_dir() and not any((folder / name).is_file() for name in loadable):
+        raise UserError(
+            f"{folder} holds only an FSDP sharded save ({FSDP_MODEL_FOLDER}/, one file per rank), which no "
+            f"model loader reads. Turn it into a model or adapter folder first: ossft merge-shards {folder} "
+            f"(it writes {folder / 'merged'}), then use that folder."
+        )
 
 
 def local_model_folder(name: str) -> Path | None:

@@ -40,7 +40,7 @@ from ossft.checkpoints.layout import (
     shard_names,
     write_index,
 )
-from ossft.checkpoints.read import model_weights, read_json_object
+from ossft.checkpoints.read import model_weights, read_json_object, refuse_sharded_save
 from ossft.errors import UserError
 from ossft.files import staged_folder
 from ossft.gptoss import mxfp4
@@ -158,6 +158,7 @@ def _check_model_folder(model_dir: Path) -> dict:
         raise UserError(f"model folder not found: {model_dir}. Pass the folder of a merged or fully fine-tuned model.")
     if not model_dir.is_dir():
         raise UserError(f"{model_dir} is a file, not a model folder. Pass the folder that holds config.json.")
+    refuse_sharded_save(model_dir)
     if (model_dir / "adapter_config.json").is_file():
         raise UserError(
             f"{model_dir} is a LoRA adapter, not a full model. Merge it first with "

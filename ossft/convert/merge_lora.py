@@ -49,7 +49,13 @@ from ossft.checkpoints.layout import (
     shard_names,
     write_index,
 )
-from ossft.checkpoints.read import local_model_folder, model_weights, read_json_object, safetensors_header
+from ossft.checkpoints.read import (
+    local_model_folder,
+    model_weights,
+    read_json_object,
+    refuse_sharded_save,
+    safetensors_header,
+)
 from ossft.checkpoints.verify import meta_model, tensor_digest, verify_model_folder
 from ossft.errors import UserError
 from ossft.files import staged_folder
@@ -180,6 +186,7 @@ def _read_adapter(adapter_dir: Path) -> tuple[dict, dict]:
 
     if not adapter_dir.is_dir():
         raise UserError(f"adapter folder not found: {adapter_dir}. Pass the output folder of a LoRA `ossft train` run.")
+    refuse_sharded_save(adapter_dir)
     config_file = adapter_dir / ADAPTER_CONFIG
     if not config_file.is_file():
         what = "a full model" if (adapter_dir / "config.json").is_file() else "no adapter_config.json"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ossft.checkpoints.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RECIPE_COPY
-from ossft.checkpoints.read import check_model_folder, read_json_object, safetensors_header
+from ossft.checkpoints.read import check_model_folder, read_json_object, refuse_sharded_save, safetensors_header
 from ossft.data.tokenizer import special_token_ids, text_encoder
 from ossft.errors import UserError
 from ossft.harmony import render as harmony
@@ -36,6 +36,7 @@ def load_for_generation(model_dir: str | Path, base: str | None = None):
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: no such folder. Give a trained output folder, a merged model or a base model.")
+    refuse_sharded_save(model_dir)
     adapter_config = model_dir / ADAPTER_CONFIG
     if not adapter_config.is_file() and not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json).")
