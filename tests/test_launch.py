@@ -212,3 +212,26 @@ def test_each_process_runs_the_same_train_without_the_launch_flags():
         "--debug", "train", "r.yaml", "--set", "a=1", "--set", "b=2", "--smoke", "--skip-disk-check",
     ]  # fmt: skip
     assert child_arguments(Path("r.yaml"), []) == ["train", "r.yaml"]
+
+
+@pytest.mark.e2e
+def test_an_fsdp_launch_without_gpus_stops_each_lone_rank(tiny_model_dir, tmp_path):
+    # What a user may type on a CPU machine: accelerate itself, with an FSDP config. accelerate then runs
+    # each process alone (DistributedType.NO), so both would train the whole run into one folder.
+    import os
+    import subprocess
+
+    out = tmp_path / "out"
+    command = [
+        str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(CONFIG_DIR / "fsdp2.yaml"),
+        "--num_processes", "2", "--main_process_port", "29517", "-m", "ossft", "train",
+        str(REPO / "recipes" / "quickstart.yaml"), "--set", f"model.base_model={tiny_model_dir}",
+        "--set", f"output.dir={out}", "--set", "train.max_steps=2",
+        "--set", f"data.datasets.0.path={REPO / 'examples/data/chat_multilingual.jsonl'}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0  # each rank exits 2; accelerate's launcher reports it as its own failure
+    assert done.stderr.count("launched as one of 2 (WORLD_SIZE=2), but accelerate runs it alone (NO)") == 2
+    assert "Run `ossft train RECIPE` instead" in done.stderr
+    assert not out.exists() or not any(out.iterdir())  # nothing was written

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ossft.errors import UserError
 from ossft.launch.topology import inside_launcher
 
 # sysexits.h EX_TEMPFAIL, "temporary failure, the user is invited to retry": what a launcher's retry
@@ -122,3 +123,24 @@ def leave_process_group(trainer) -> None:
     if trainer.accelerator.num_processes > 1:
         trainer.accelerator.wait_for_everyone()
         trainer.accelerator.end_training()
+
+
+def refuse_lone_rank(accelerator, env: dict[str, str] | None = None) -> None:
+    """Stop a process that was launched as one of several but trains alone (`accelerator`: the
+    Trainer's, already built, before anything is written).
+
+    accelerate turns an FSDP config into its FSDP mode only on GPUs (AcceleratorState.__init__ switches
+    to FSDP from the GPU-like types alone; docs/traps.md#trap-6): under `accelerate launch --config_file
+    fsdp2.yaml` on a machine without one, every process finds itself alone (DistributedType.NO) and
+    would train the whole run on its own, all of them into the same output folder, and exit 0.
+    """
+    env = os.environ if env is None else env
+    world = int(env.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and accelerator.num_processes == 1:
+        raise UserError(
+            f"this process was launched as one of {world} (WORLD_SIZE={world}), but accelerate runs it alone "
+            f"({accelerator.distributed_type.value}): each of the {world} processes would train the whole run "
+            "by itself into the same output folder. accelerate gives FSDP configs their FSDP mode only on "
+            "GPUs. Run `ossft train RECIPE` instead (it launches the processes itself, with DDP on CPUs), or "
+            "launch with --config_file accelerate_configs/ddp.yaml."
+        )

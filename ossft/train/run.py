@@ -13,7 +13,7 @@ from ossft.checkpoints.verify import trainable_digest, verify_trained_model
 from ossft.data import prepare
 from ossft.errors import UserError
 from ossft.files import write_text_atomic
-from ossft.launch.ranks import leave_process_group
+from ossft.launch.ranks import leave_process_group, refuse_lone_rank
 from ossft.model import load as model
 from ossft.recipe.sections import Recipe
 from ossft.train import disk, plots, resume
@@ -159,6 +159,7 @@ def warn_if_too_big(recipe, trainer, on_status) -> None:
 
 def run_training(recipe, on_status=print, check_disk: bool = True, data_progress=None) -> TrainingRun:
     trainer, prepared, trainable, total = prepare_trainer(recipe, on_status, data_progress)
+    refuse_lone_rank(trainer.accelerator)  # before anything is written to the output folder
     output = Path(recipe.output.dir)
     warn_if_too_big(recipe, trainer, on_status)
     if check_disk:
