@@ -1,7 +1,8 @@
 """Real FSDP2 SHARDED_STATE_DICT saves of a tiny gpt-oss, written by accelerate's own save functions (1.16).
 
-accelerate never runs FSDP on CPU (docs/traps.md#trap-6), so two gloo processes (`python -m tests.fsdp_checkpoint`)
-shard the model with `fully_shard` themselves, each decoder layer then the root as accelerate's FSDP2 does, and
+Fixtures for merge-shards, made without training (tests/test_fsdp2.py trains through the whole Trainer path): two
+gloo processes (`python -m tests.fsdp_checkpoint`) shard the model with `fully_shard` themselves, each decoder
+layer then the root as accelerate's FSDP2 does, and
 call accelerate's `save_fsdp_model` / `save_fsdp_optimizer` with a SHARDED_STATE_DICT plugin, the way
 `Trainer._save_optimizer_and_scheduler` calls them (transformers/trainer.py:3554-3561). What lands on disk:
 - `pytorch_model_fsdp_0/`: `dist_cp.save({"model": state_dict})` (accelerate/utils/fsdp_utils.py:172-185),

@@ -144,11 +144,11 @@ def test_command_for_a_second_node():
     assert plan.env == {} and plan.notes == ()
 
 
-def test_fsdp_becomes_ddp_on_cpu():
+def test_fsdp_stays_fsdp_on_cpu():
     plan = plan_launch(recipe("launch.accelerate_config=fsdp2"), LaunchFlags(nproc=2), ["train", "r.yaml"], {}, 0)
-    assert plan.accelerate_config == CONFIG_DIR / "ddp.yaml"
-    assert plan.env == {"ACCELERATE_USE_CPU": "true"}
-    assert plan.notes == ("no GPU here and FSDP needs GPUs: fsdp2 runs as plain data parallel (ddp.yaml) instead",)
+    assert plan.accelerate_config == CONFIG_DIR / "fsdp2.yaml"
+    assert plan.env == {"ACCELERATE_USE_CPU": "true"}  # gloo; each process then patches in FSDP
+    assert plan.notes == ("no GPU here: fsdp2 runs as real FSDP2 over gloo on the CPU (launch/cpu_fsdp.py)",)
     # One process needs no launcher at all.
     assert plan_launch(recipe(), NO_FLAGS, ["train", "r.yaml"], {}, 0).command is None
 

@@ -1,5 +1,6 @@
 """`ossft train RECIPE --smoke` for every shipped recipe: the tiny model, a few steps, on this CPU, with
-the recipe's own data pipeline, LoRA shape and schedule; DDP where the recipe asks for FSDP or ZeRO-3."""
+the recipe's own data pipeline, LoRA shape and schedule; the recipe's own FSDP2 or ZeRO-3 over gloo (ZeRO-3
+only where deepspeed is installed), and for FSDP2 the sharded save made loadable by merge-shards."""
 
 from __future__ import annotations
 
@@ -42,7 +43,12 @@ def test_every_recipe_smoke_runs(recipe, tmp_path):
         assert f"dataset {path} is not in the local Hugging Face cache -> the bundled sample" in log
     config = original.launch.accelerate_config
     if config in ("fsdp2", "fsdp2-offload"):
-        assert f"no GPU here and FSDP needs GPUs: {config} runs as plain data parallel (ddp.yaml) instead" in log
+        assert f"no GPU here: {config} runs as real FSDP2 over gloo on the CPU" in log
+        distributed = summary["distributed"]  # read off the prepared model: every parameter a DTensor
+        sharded, total = map(int, distributed.split(": ")[1].split(" parameters")[0].split(" of "))
+        assert distributed.startswith("FSDP2 over 2 processes (gloo): ") and sharded == total > 0
+        assert f"trained with {distributed}" in log
+        assert_shards_merge_into_a_model(out, original.lora is not None, tmp_path / "merged")
     if config in ("zero3", "zero3-offload"):  # DeepSpeed runs on CPU over gloo, when installed
         fallback = f"{config} runs as plain data parallel (ddp.yaml) instead"
         assert (fallback in log) == (importlib.util.find_spec("deepspeed") is None)
@@ -52,6 +58,23 @@ def test_every_recipe_smoke_runs(recipe, tmp_path):
         assert sorted(config["target_parameters"]) == sorted(
             f"layers.{i}.mlp.experts.{name}" for i in layers for name in ("gate_up_proj", "down_proj")
         )
+
+
+def assert_shards_merge_into_a_model(out, lora: bool, merged):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ossft.convert.merge_shards import merge_shards
+
+    assert (out / "pytorch_model_fsdp_0" / ".metadata").is_file()
+    report = merge_shards(out, merged)
+    assert report.adapter == lora
+    base = load_recipe(out / "recipe.yaml").model.base_model  # the tiny model the smoke run trained
+    if lora:
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), merged)
+        assert any("lora_B" in name for name, _ in model.named_parameters())
+    else:
+        assert AutoModelForCausalLM.from_pretrained(merged).num_parameters() > 0
 
 
 def test_scaled_layers_keep_relative_depth():

@@ -25,7 +25,7 @@ from ossft.launch.topology import (
     resolve_topology,
 )
 
-DATA_PARALLEL_CONFIG = "ddp"  # accelerate_configs/ddp.yaml: plain DDP, the only kind CPUs can run
+DATA_PARALLEL_CONFIG = "ddp"  # accelerate_configs/ddp.yaml: plain DDP, for recipes that name no config
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class LaunchPlan:
     topology: Topology
     command: list[str] | None  # None: train in this process
     accelerate_config: Path | None = None
-    notes: tuple[str, ...] = ()  # what the user should know: a config swapped for DDP on CPU, ...
+    notes: tuple[str, ...] = ()  # what the user should know: FSDP2 over gloo on CPU, ...
     env: dict[str, str] = field(default_factory=dict)  # added to the launcher's environment
 
     def describe(self) -> list[str]:
@@ -108,9 +108,10 @@ def plan_launch(
     config, notes = _choose_config(recipe.launch.accelerate_config, local_gpus)
     extra_env = {}
     if not local_gpus and config_kind(config) != "DEEPSPEED":
-        # Without a GPU, TrainingArguments only builds a gloo DDP group when told the run is on CPU;
+        # Without a GPU, TrainingArguments only builds a gloo group when told the run is on CPU;
         # otherwise every process trains alone on the whole dataset (transformers warns
-        # "process group is initialized, but parallel_mode != ParallelMode.DISTRIBUTED").
+        # "process group is initialized, but parallel_mode != ParallelMode.DISTRIBUTED"). FSDP then
+        # needs launch/cpu_fsdp.py's patch, which each process installs.
         # Never for DeepSpeed: it would switch DeepSpeed off after the model was built sharded.
         extra_env = {"ACCELERATE_USE_CPU": "true"}
     command = accelerate_command(topology, config, child_args)
@@ -122,12 +123,17 @@ def _choose_config(name: str | None, local_gpus: int) -> tuple[Path, list[str]]:
     kind = config_kind(config)
     if local_gpus:
         return config, []
-    # Accelerate never does FSDP on CPU: it silently falls back to DDP or to no distribution at all
-    # (docs/traps.md#trap-6). DeepSpeed ZeRO-3 does run on CPU over gloo, when it is installed.
-    if kind == "FSDP" or (kind == "DEEPSPEED" and not _deepspeed_installed()):
-        why = "FSDP needs GPUs" if kind == "FSDP" else "deepspeed is not installed (pip install -e '.[deepspeed]')"
+    if kind == "FSDP":
+        # accelerate alone would run an FSDP config as DDP here (docs/traps.md#trap-6); each process
+        # patches that (launch/cpu_fsdp.py) and runs the real FSDP2 path over gloo.
+        return config, [f"no GPU here: {config.stem} runs as real FSDP2 over gloo on the CPU (launch/cpu_fsdp.py)"]
+    # DeepSpeed ZeRO-3 runs on CPU over gloo, when it is installed.
+    if kind == "DEEPSPEED" and not _deepspeed_installed():
         ddp = find_accelerate_config(DATA_PARALLEL_CONFIG)
-        return ddp, [f"no GPU here and {why}: {config.stem} runs as plain data parallel ({ddp.name}) instead"]
+        return ddp, [
+            f"no GPU here and deepspeed is not installed (pip install -e '.[deepspeed]'): {config.stem} runs "
+            f"as plain data parallel ({ddp.name}) instead"
+        ]
     return config, []
 
 

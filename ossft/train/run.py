@@ -13,6 +13,7 @@ from ossft.checkpoints.verify import trainable_digest, verify_trained_model
 from ossft.data import prepare
 from ossft.errors import UserError
 from ossft.files import write_text_atomic
+from ossft.launch.cpu_fsdp import enable_fsdp_without_accelerator
 from ossft.launch.ranks import leave_process_group, refuse_lone_rank
 from ossft.model import load as model
 from ossft.recipe.sections import Recipe
@@ -34,6 +35,7 @@ class TrainingRun:
     wall_seconds: float
     measurements: object | None = None  # callbacks.Measurements: tokens, speed, peak memory
     replica_digests: list[str] | None = None  # trained weights of each data-parallel rank, see replica_digests()
+    distributed: str | None = None  # how the processes shared the model, see distribution()
 
     @property
     def output_dir(self) -> Path:
@@ -48,6 +50,7 @@ def prepare_trainer(recipe, on_status=print, data_progress=None):
     from ossft.train.guards import CheckpointMarker, RunGuard
     from ossft.train.meter import LossPlotCallback, MeteredSFTTrainer
 
+    enable_fsdp_without_accelerator()  # before TrainingArguments and the Trainer build accelerate's state
     early = sft_config(recipe)  # refuse a bad train: section before any slow work
     tokenizer = model.load_tokenizer(recipe)
     # The first process of each machine fills the tokenized-data cache; the others then read it
@@ -95,6 +98,27 @@ def replica_digests(trainer) -> list[str] | None:
     ):
         return None
     return gather_object([trainable_digest(trainer.model)])
+
+
+def distribution(trainer) -> str:
+    """How the trained model was spread over the processes, read off the prepared model itself (so a
+    recipe that asked for FSDP2 and got DDP cannot pass for FSDP2): 'FSDP2 over 2 processes (gloo):
+    37 of 37 parameters sharded', 'DDP over 2 processes (gloo)', 'one process'."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+
+    accelerator = trainer.accelerator
+    if accelerator.num_processes == 1:
+        return "one process"
+    kind = accelerator.distributed_type.value
+    backend = dist.get_backend() if dist.is_initialized() else "?"
+    where = f"over {accelerator.num_processes} processes ({backend})"
+    if kind != "FSDP":
+        return f"{kind} {where}"
+    params = list(trainer.model.parameters())
+    sharded = sum(isinstance(p, DTensor) for p in params)
+    version = accelerator.state.fsdp_plugin.fsdp_version
+    return f"FSDP{version} {where}: {sharded} of {len(params)} parameters sharded"
 
 
 def sharded_fsdp(trainer) -> bool:
@@ -174,6 +198,8 @@ def run_training(recipe, on_status=print, check_disk: bool = True, data_progress
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     wall = time.perf_counter() - started
     trainer.guard.outcome(trainer.args, trainer.state)  # preempted, or stopped on non-finite losses
+    distributed = distribution(trainer)
+    on_status(f"trained with {distributed}")
     if sharded_fsdp(trainer):
         save_sharded_final(trainer, output)
         on_status(f"saved as FSDP shards in {output}; `ossft merge-shards {output}` makes a loadable model")
@@ -185,7 +211,8 @@ def run_training(recipe, on_status=print, check_disk: bool = True, data_progress
     trainer.saved_state_dict = None
     trainer.save_state()
     replicas = replica_digests(trainer)
-    run = TrainingRun(recipe, trainer, prepared, trainable, total, wall, trainer.meter.measure(trainer), replicas)
+    measured = trainer.meter.measure(trainer)
+    run = TrainingRun(recipe, trainer, prepared, trainable, total, wall, measured, replicas, distributed)
     if main:
         write_run_outputs(run)  # summary.json, loss.png, then README.md over TRL's and PEFT's cards
     leave_process_group(trainer)
