@@ -79,7 +79,9 @@ def test_init_writes_a_valid_recipe_for_each_model_and_method(cli, tmp_path, mod
     assert (recipe.lora is not None) == (method == "lora")
     assert recipe.launch.num_processes == gpus * nodes
     assert recipe.launch.num_machines == nodes
-    expected_config = None if gpus * nodes == 1 else {"lora": "zero3", "full": "fsdp2"}[method]
+    # FSDP2 for both; the 120b full template offloads (its fp32 shards fit no GPU) and keeps that.
+    sharded = "fsdp2-offload" if (model, method) == ("120b", "full") else "fsdp2"
+    expected_config = None if gpus * nodes == 1 else sharded
     assert recipe.launch.accelerate_config == expected_config
     assert recipe.output.dir == f"outputs/my-{model}-{method}"
 

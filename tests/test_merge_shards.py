@@ -97,13 +97,15 @@ def test_final_save_is_merged_exactly_and_loads(cli, runs, tiny_model_dir, tmp_p
 
     assert result.exit_code == 0, result.stderr
     assert f"saved in {runs['full']}: 37 tensors" in _flat(result.stdout)  # the final save, not a checkpoint
+    # bf16 by default, what is served: the fp32 save is cast, and the command says so.
+    assert "MiB, bfloat16, cast from the saved float32; --dtype saved keeps it)" in _flat(result.stdout)
     expected = load_file(expected_dir(runs["full"], ".") / "model.safetensors")
-    _assert_same_tensors(dict(saved_tensors(out)), expected)
+    _assert_same_tensors(dict(saved_tensors(out)), expected, dtype=torch.bfloat16)
     base = load_file(tiny_model_dir / "model.safetensors")
     assert not any(torch.equal(expected[name], base[name]) for name in base)  # every weight moved in "training"
-    assert _loads_cleanly(out).dtype == torch.float32
+    assert _loads_cleanly(out).dtype == torch.bfloat16
     config = json.loads((out / "config.json").read_text())
-    assert config["architectures"] == ["GptOssForCausalLM"] and config["dtype"] == "float32"
+    assert config["architectures"] == ["GptOssForCausalLM"] and config["dtype"] == "bfloat16"
     assert AutoTokenizer.from_pretrained(out).convert_tokens_to_ids("<|return|>") == config["eos_token_id"]
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json",
@@ -119,12 +121,12 @@ def test_final_save_is_merged_exactly_and_loads(cli, runs, tiny_model_dir, tmp_p
 def test_newest_checkpoint_by_number_without_a_final_save(runs, tmp_path):
     run = _copy_run(runs["full"], tmp_path / "run", without=("pytorch_model_fsdp_0",))
 
-    report = merge_shards(run)  # no --out: merged/ beside the save
+    report = merge_shards(run, dtype="saved")  # no --out: merged/ beside the save; exactly as saved
 
     assert report.source == run / "checkpoint-10" and report.out_dir == run / "checkpoint-10" / "merged"
     expected = load_file(expected_dir(runs["full"], "checkpoint-10") / "model.safetensors")
     _assert_same_tensors(dict(saved_tensors(report.out_dir)), expected)
-    older = merge_shards(run / "checkpoint-9", tmp_path / "nine")  # a checkpoint named explicitly is the one read
+    older = merge_shards(run / "checkpoint-9", tmp_path / "nine", dtype="fp32")  # a checkpoint named is the one read
     nine = load_file(expected_dir(runs["full"], "checkpoint-9") / "model.safetensors")
     _assert_same_tensors(dict(saved_tensors(older.out_dir)), nine)
     assert not torch.equal(nine["lm_head.weight"], expected["lm_head.weight"])
@@ -168,9 +170,10 @@ def test_a_config_beside_the_save_wins_and_is_cleaned(cli, runs, tiny_model_dir,
     config["torch_dtype"] = config.pop("dtype")
     (run / "config.json").write_text(json.dumps(config))
 
-    result = cli("merge-shards", run, "--out", tmp_path / "hf")
+    result = cli("merge-shards", run, "--out", tmp_path / "hf", "--dtype", "saved")
 
     assert result.exit_code == 0, result.stderr
+    assert "MiB, float32 as saved)" in _flat(result.stdout)
     assert "no tokenizer found beside the save nor with the base model" in _flat(result.stderr)
     written = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert written["architectures"] == ["GptOssForCausalLM"] and written["dtype"] == "float32"

@@ -78,7 +78,11 @@ def merge_shards(
         Path | None, typer.Option("--out", help="Folder to write (must not exist or be empty); default: merged/.")
     ] = None,
     dtype: Annotated[
-        str | None, typer.Option(help="Cast every tensor to bf16, fp16 or fp32; default: as saved.")
+        str | None,
+        typer.Option(
+            help="bf16, fp16 or fp32, or 'saved' to keep each tensor's dtype; default: bf16 for a model (what is "
+            "served; FSDP2 saves fp32), as saved for a LoRA adapter."
+        ),
     ] = None,
     max_shard_size: Annotated[str, typer.Option(help="Largest weight file: 5GB, 2GiB, 500MB, or bytes.")] = "5GiB",
     base: Annotated[
@@ -89,7 +93,7 @@ def merge_shards(
 
     Reads the run's final save, or else its newest checkpoint-N.
 
-    Example: ossft merge-shards outputs/gpt-oss-20b-full --out outputs/gpt-oss-20b-full-hf --dtype bf16
+    Example: ossft merge-shards outputs/gpt-oss-20b-full --out outputs/gpt-oss-20b-full-hf
     """
     from ossft.convert.merge_shards import merge_shards as run_merge
     from ossft.convert.merge_shards import parse_size
@@ -101,8 +105,14 @@ def merge_shards(
     after = f"ossft merge-lora {report.out_dir} --out DIR" if report.adapter else f"ossft generate {report.out_dir}"
     console.print(
         f"wrote and read back the {what} saved in {report.source}: {report.tensors} tensors "
-        f"({report.bytes / 2**20:,.1f} MiB, {report.dtype}) in {report.shards} file(s) in [bold]{report.out_dir}[/] "
+        f"({report.bytes / 2**20:,.1f} MiB, {_dtype_words(report)}) in {report.shards} file(s) in [bold]{report.out_dir}[/] "
         f"({report.seconds:.1f} s). Next: {after}"
     )
     if report.tokenizer_from is None:
         note("no tokenizer found beside the save nor with the base model; none was copied.")
+
+
+def _dtype_words(report) -> str:
+    if report.dtype == report.saved_dtype:
+        return f"{report.dtype} as saved"
+    return f"{report.dtype}, cast from the saved {report.saved_dtype}; --dtype saved keeps it"

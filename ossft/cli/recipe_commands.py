@@ -46,7 +46,12 @@ def plan(
     recipe: RecipeArg,
     gpus: Annotated[int | None, typer.Option(min=1, help="GPUs per node (default: the recipe's).")] = None,
     nodes: Annotated[int | None, typer.Option(min=1, help="Nodes (default: the recipe's).")] = None,
-    gpu_memory: Annotated[float, typer.Option(min=1, help="Memory of one GPU, GiB (H100: 80, H200: 141).")] = 80,
+    gpu_memory: Annotated[
+        float | None,
+        typer.Option(min=1, help="Memory of one GPU, GiB (H100 80 GB: 79.6, H200: 140.4); default: the recipe's "
+        "launch.gpu_memory_gib, else 80."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON (bytes) instead.")] = False,
     set_: SetOpt = None,
 ):
     """Estimate the memory per GPU and the disk a recipe needs, and what to change if it won't fit.
@@ -55,20 +60,24 @@ def plan(
     """
     from rich.table import Table
 
-    from ossft.launch.memory import plan_report
+    from ossft.launch.plan import plan_report
     from ossft.recipe.load import load_recipe
 
     report = plan_report(load_recipe(recipe, set_ or []), gpus, nodes, gpu_memory)
-    title = f"ossft plan: {recipe.name} on {report.gpus} GPU(s), per GPU"
+    if as_json:
+        sys.stdout.write(json.dumps({"recipe": str(recipe), **report.as_json()}, indent=2) + "\n")
+        return
+    title = f"ossft plan: {recipe.name} on {report.layout.gpus} GPU(s), per GPU"
     table = Table(title=title, show_header=False, title_justify="left")
-    for label, value in report.rows:
+    for label, value in report.rows():
         table.add_row(label, value)
     console.print(table)
-    console.print(report.longest, highlight=False)
+    console.print(report.longest_words(), highlight=False)
+    memory = report.gpu_memory
     if report.fits:
-        console.print(f"[green]fits[/] on {gpu_memory:g} GiB GPUs (estimate, reserved memory per GPU).")
+        console.print(f"[green]fits[/] on {memory:g} GiB GPUs (estimate, reserved memory per GPU).")
         return
-    console.print(f"[red]does not fit[/] on {gpu_memory:g} GiB GPUs. Try:")
+    console.print(f"[red]does not fit[/] on {memory:g} GiB GPUs. Try:")
     for idea in report.suggestions:
         console.print(f"  - {idea}", highlight=False)
 

@@ -65,6 +65,12 @@ from ossft.files import staged_folder
 # few ms); smaller ones add a load per few tensors.
 READ_BATCH = 128 * 2**20
 
+# A full model is written in bf16, what gpt-oss is served in, unless asked otherwise: FSDP2 with mixed
+# precision trains, and so saves, fp32 master weights (docs/stack.md, accelerate), twice the bytes. An adapter
+# keeps the dtype it was saved in, as PEFT's own save_pretrained does (fp32 adapters are PEFT's default).
+SERVED_DTYPE = "bf16"
+KEEP_SAVED_DTYPE = "saved"
+
 
 @dataclass
 class MergeShardsReport:
@@ -75,6 +81,7 @@ class MergeShardsReport:
     shards: int
     bytes: int  # tensor data written
     dtype: str  # config.json's dtype: the one asked for, or the one most bytes were saved in
+    saved_dtype: str  # the one most bytes of the save are in (fp32 after FSDP2 mixed precision)
     tokenizer_from: Path | None  # where the tokenizer files were copied from; None when none was found
     seconds: float
 
@@ -123,7 +130,8 @@ def merge_shards(
     """Write the final save in `source` (a run's output folder), else its newest checkpoint-N (or `source` itself
     when it is one), as a Hugging Face model or adapter folder in `out_dir` (default: `merged` beside the save).
 
-    `dtype` (bf16, fp16, fp32) casts every tensor; by default each keeps the dtype it was saved in. `base`
+    `dtype` (bf16, fp16, fp32) casts every tensor, "saved" keeps each as saved; by default a full model is
+    cast to SERVED_DTYPE and an adapter keeps its saved dtype. `base`
     overrides the base model named in the run's recipe.yaml. `on_progress(done_bytes, total_bytes)` follows the
     tensor bytes read. Raises UserError, before anything is written, for whatever the user can fix.
     """
@@ -134,10 +142,11 @@ def merge_shards(
     require_empty_output(out_dir)
     if max_shard_size <= 0:
         raise UserError(f"--max-shard-size must be a positive number of bytes, got {max_shard_size}.")
-    cast = None if dtype is None else float_dtype(dtype)
     run = _gather_run(save, base)
     config, config_from = _base_config(run)
     adapter = any(".lora_A." in key for key in tensors)
+    cast = _output_dtype(dtype, adapter)
+    saved_dtype = _main_dtype([_Tensor(name, name, info.shape, info.dtype) for name, info in tensors.items()])
     if adapter:
         lora = _lora_config(run, config)
         plan = _adapter_plan(tensors, config, lora, cast, config_from)
@@ -165,7 +174,16 @@ def merge_shards(
             copy_generation_config(run.folders(), staging)
             verify_model_folder(staging, written)
     seconds = time.perf_counter() - start
-    return MergeShardsReport(out_dir, save, adapter, len(plan), len(files), total, dtype_name, tokenizer_from, seconds)
+    return MergeShardsReport(
+        out_dir, save, adapter, len(plan), len(files), total, dtype_name, saved_dtype, tokenizer_from, seconds
+    )
+
+
+def _output_dtype(dtype: str | None, adapter: bool):
+    """The torch dtype every tensor is cast to, or None to keep each as saved."""
+    if dtype == KEEP_SAVED_DTYPE or (dtype is None and adapter):
+        return None
+    return float_dtype(SERVED_DTYPE if dtype is None else dtype)
 
 
 def parse_size(text: str) -> int:

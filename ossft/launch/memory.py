@@ -1,25 +1,30 @@
-"""`ossft plan`: per-GPU memory of a recipe before a GPU is rented, and what to change when it won't fit.
+"""The memory arithmetic of `ossft plan`: what one GPU holds at its peak, part by part.
 
-The estimate adds what one GPU holds at its peak:
-- weights, gradients and optimizer states, divided over the ranks that shard them (FSDP, ZeRO-3),
-  or moved to CPU by offload;
-- activations: with activation checkpointing, each layer's input kept for the backward pass, plus the
-  one layer being recomputed (eager attention's score matrix, the experts' intermediate, and for expert
-  LoRA the delta PEFT builds for the whole expert stack, docs/traps.md#trap-5);
-- the loss: TRL's fused LM head computes it in tiles and never holds the [tokens, 201,088] logits;
-  only a tile, the hidden states' gradient and (full fine-tuning) the LM head's gradient. With full
-  logits (label smoothing, other tools) they are the largest single activation;
-- framework overhead (CUDA context, kernels' workspace) and the allocator's reserve over allocation.
-The constants are physical (bytes per number); only the overhead and the reserve factor were fitted,
-against Axolotl's published `device_mem_reserved` figures (see CALIBRATION and tests/test_plan.py).
+Static parts, per process, by the dtypes the libraries really keep (checked against the bytes two CPU
+processes hold after an optimizer step, tests/test_memory_accounting.py):
+- weights: the frozen ones in the dtype the model loads in; the trainable ones in the dtype they train in.
+  FSDP2 with mixed precision trains fp32 master weights: accelerate upcasts every trainable parameter
+  before sharding ("Upcast to fp32 master weights", accelerate/utils/fsdp_utils.py, 1.16). PEFT keeps a
+  LoRA adapter in fp32 over a bf16 base (get_peft_model's autocast_adapter_dtype). DeepSpeed casts the
+  module to bf16 and keeps its fp32 master copy with the optimizer;
+- gradients: in the trained parameter's dtype; DeepSpeed's gradient partitions in bf16;
+- optimizer states: what `train.optim` keeps per trained parameter (OPTIMIZER_STATES);
+each divided over the processes that shard them (FSDP, ZeRO-3), and held in CPU RAM when offloaded.
+Then what comes and goes: the layers FSDP / ZeRO-3 gather, activations, the loss, the framework.
+Only the framework overhead and the allocator's reserve factor are fitted, against Axolotl's published
+`device_mem_reserved` figures (ossft/launch/plan.py, CALIBRATION in README.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ossft.gptoss.facts import ATTENTION_PROJECTIONS, Shape, model_shape
+from ossft.gptoss.facts import Shape, model_shape
 from ossft.units import GIB
+
+BF16 = 2
+FP32 = 4
+STATIC_PARTS = ("weights", "gradients", "optimizer states")
 
 
 @dataclass(frozen=True)
@@ -33,13 +38,16 @@ class Layout:
 
 @dataclass(frozen=True)
 class Workload:
-    """What one micro-step computes, independent of the tool that runs it (so published figures of
-    other tools can be checked against the same arithmetic)."""
+    """What one micro-step computes and keeps, independent of the tool that runs it (so published
+    figures of other tools can be checked against the same arithmetic)."""
 
     seq: int
     micro_batch: int
     trainable: int
     optimizer_bytes: float  # per trainable parameter
+    trained_bytes: int = BF16  # per trainable parameter, as held (fp32 master weights: 4)
+    frozen_bytes: int = BF16  # per frozen parameter
+    gradient_bytes: int = BF16  # per trainable parameter
     checkpointing: bool = True
     offload_activations: bool = False
     eager_attention: bool = True  # eager materializes the [heads, seq, seq] scores; flash kernels do not
@@ -51,6 +59,7 @@ class Workload:
 @dataclass
 class Estimate:
     parts: dict[str, float] = field(default_factory=dict)  # bytes per GPU
+    offloaded: dict[str, float] = field(default_factory=dict)  # bytes per process, in CPU RAM
 
     @property
     def allocated(self) -> float:
@@ -60,13 +69,58 @@ class Estimate:
     def reserved(self) -> float:
         return self.allocated * RESERVED_FACTOR + self.parts.get("framework overhead", 0.0)
 
+    def held_parts(self) -> dict[str, float]:
+        """Bytes of each static part one process holds, on the GPU or offloaded."""
+        return {part: self.parts.get(part, 0.0) + self.offloaded.get(part, 0.0) for part in STATIC_PARTS}
 
-# Fitted against Axolotl's five published device_mem_reserved figures (CALIBRATION): the CUDA
+
+# Fitted against Axolotl's five published device_mem_reserved figures (plan.calibration()): the CUDA
 # context, NCCL buffers and cuBLAS workspace; and the caching allocator's reserve over allocation.
 FRAMEWORK_OVERHEAD = 1.5 * GIB
 RESERVED_FACTOR = 1.10
-BF16 = 2
-FP32 = 4
+
+# Optimizer state bytes per trained parameter, by train.optim, for a parameter of `p` bytes. AdamW keeps
+# two moments like the parameter (torch: exp_avg, exp_avg_sq). The 8-bit AdamWs (torchao's AdamW8bit
+# behind adamw_torch_8bit, bitsandbytes' behind adamw_bnb_8bit) keep each moment as one byte per number
+# plus an fp32 scale per block of 256: 2 x (1 + 4/256). Adafactor keeps factored second moments (rows and
+# columns, negligible); SGD without momentum nothing.
+QUANT_BLOCK = 256
+EIGHT_BIT_ADAM = 2 * (1 + FP32 / QUANT_BLOCK)
+
+
+def optimizer_state_bytes(optim: str, param_bytes: int, deepspeed: bool) -> float:
+    if deepspeed:
+        return FP32 + 2 * FP32  # DeepSpeed's fp32 master copy and two fp32 moments, whatever the optimizer
+    if "8bit" in optim:
+        return EIGHT_BIT_ADAM
+    if optim.startswith(("sgd", "adafactor")):
+        return 0
+    return 2 * param_bytes
+
+
+def load_bytes(recipe) -> int:
+    """Bytes per number of the weights as loaded: gpt-oss checkpoints are bf16 (the MXFP4 experts are
+    dequantized to bf16) unless model.dtype says otherwise."""
+    return {"float32": FP32, "float16": BF16, "bfloat16": BF16, "auto": BF16}[recipe.model.dtype]
+
+
+def mixed_precision(recipe) -> bool:
+    """On a GPU ossft turns bf16 on when the recipe leaves it unset (train/config.py)."""
+    return bool(recipe.train.fp16) or recipe.train.bf16 is not False
+
+
+def trained_bytes(loaded: int, lora: bool, layout: Layout, mixed: bool) -> int:
+    """Bytes per number of a trainable parameter as the run holds it, for weights loaded in `loaded`
+    bytes and mixed precision on or off (see the module's docstring)."""
+    if layout.deepspeed:
+        return BF16 if mixed else loaded
+    if lora or (layout.sharded and mixed):
+        return max(loaded, FP32)  # PEFT's fp32 adapter; accelerate's FSDP2 fp32 master weights
+    return loaded
+
+
+def frozen_bytes(loaded: int, layout: Layout, mixed: bool) -> int:
+    return BF16 if layout.deepspeed and mixed else loaded
 
 
 def trainable_params(shape: Shape, recipe) -> int:
@@ -101,11 +155,17 @@ def workload_of(recipe, layout: Layout, shape: Shape) -> Workload:
     logits only with label smoothing, which TRL computes from them), routed experts (transformers 5's
     default grouped_mm)."""
     train = recipe.train
+    loaded, mixed = load_bytes(recipe), mixed_precision(recipe)
+    held = trained_bytes(loaded, recipe.lora is not None, layout, mixed)
+    optim = str(getattr(train.optim, "value", train.optim))
     return Workload(
         seq=train.max_length or 1024,
         micro_batch=train.per_device_train_batch_size,
         trainable=trainable_params(shape, recipe),
-        optimizer_bytes=_optimizer_bytes_per_param(recipe, layout),
+        optimizer_bytes=optimizer_state_bytes(optim, held, layout.deepspeed),
+        trained_bytes=held,
+        frozen_bytes=frozen_bytes(loaded, layout, mixed),
+        gradient_bytes=held,
         checkpointing=bool(train.activation_checkpointing or train.gradient_checkpointing),
         eager_attention=recipe.model.attn_implementation == "eager",
         full_logits=bool(train.label_smoothing_factor),
@@ -121,30 +181,44 @@ def estimate(recipe, layout: Layout, shape: Shape | None = None) -> Estimate:
     return estimate_workload(shape, workload_of(recipe, layout, shape), layout)
 
 
-def estimate_workload(shape: Shape, w: Workload, layout: Layout) -> Estimate:
+def static_parts(shape: Shape, w: Workload, layout: Layout) -> dict[str, float]:
+    """Weights, gradients and optimizer states one process holds, wherever they are."""
     share = layout.gpus if layout.sharded else 1
+    frozen = shape.total_params - w.trainable
+    return {
+        "weights": (frozen * w.frozen_bytes + w.trainable * w.trained_bytes) / share,
+        "gradients": w.trainable * w.gradient_bytes / share,
+        "optimizer states": w.trainable * w.optimizer_bytes / share,
+    }
+
+
+def estimate_workload(shape: Shape, w: Workload, layout: Layout) -> Estimate:
+    static = static_parts(shape, w, layout)
+    offloaded = {"weights": layout.offload_params, "gradients": layout.offload_params}
+    offloaded["optimizer states"] = layout.offload_optimizer
+    e = Estimate()
+    for part, held in static.items():
+        e.parts[part] = 0.0 if offloaded[part] else held
+        if offloaded[part]:
+            e.offloaded[part] = held
     layer_params = shape.attention_params + shape.expert_params
-    parts: dict[str, float] = {}
-    parts["weights"] = 0.0 if layout.offload_params else shape.total_params * BF16 / share
-    parts["gradients"] = 0.0 if layout.offload_params else w.trainable * BF16 / share
-    parts["optimizer states"] = 0.0 if layout.offload_optimizer else w.trainable * w.optimizer_bytes / share
     if layout.sharded:
         # FSDP / ZeRO-3 gather the layer being computed and prefetch the next (bf16), and hold the
         # layer's full gradient (reduced in fp32) before it is scattered; the root module (embeddings
         # and lm_head) is gathered whole.
         full_layer_grad = layer_params * FP32 if w.trainable == shape.total_params else 0
-        parts["gathered layers"] = 2 * layer_params * BF16 + full_layer_grad + 2 * shape.vocab * shape.hidden * BF16
+        e.parts["gathered layers"] = 2 * layer_params * BF16 + full_layer_grad + 2 * shape.vocab * shape.hidden * BF16
         if layout.offload_params:
             # Offloaded shards are copied to the GPU before the all-gather, and the reduce-scattered
             # gradient shard waits there for its copy back to the CPU.
-            parts["gathered layers"] += (2 * layer_params * BF16 + layer_params * FP32) / layout.gpus
+            e.parts["gathered layers"] += (2 * layer_params * BF16 + layer_params * FP32) / layout.gpus
     tokens = w.seq * w.micro_batch
     kept = tokens * shape.hidden * BF16 * shape.layers if w.checkpointing and not w.offload_activations else 0
     layer = _layer_activations(shape, w)
-    parts["activations"] = kept + layer * (1 if w.checkpointing else shape.layers)
-    parts["LM head and loss"] = _loss_memory(shape, w, tokens)
-    parts["framework overhead"] = FRAMEWORK_OVERHEAD
-    return Estimate(parts)
+    e.parts["activations"] = kept + layer * (1 if w.checkpointing else shape.layers)
+    e.parts["LM head and loss"] = _loss_memory(shape, w, tokens)
+    e.parts["framework overhead"] = FRAMEWORK_OVERHEAD
+    return e
 
 
 # TRL's fused LM head (trl/kernels/chunked_logprob.py, TRL 1.16): the logits are made one tile of
@@ -164,15 +238,6 @@ def _loss_memory(shape: Shape, w: Workload, tokens: int) -> float:
     return tile + trained_hidden + head_grad
 
 
-def _optimizer_bytes_per_param(recipe, layout: Layout) -> float:
-    optim = str(getattr(recipe.train.optim, "value", recipe.train.optim))
-    if layout.deepspeed:
-        return 12  # fp32 master weights and two fp32 moments
-    if "8bit" in optim:
-        return 2
-    return 2 * BF16  # AdamW's two moments, in the dtype of the bf16 parameters
-
-
 def _layer_activations(shape: Shape, w: Workload) -> float:
     """Peak of one decoder layer's forward and backward: what recomputation needs at once."""
     tokens = w.seq * w.micro_batch
@@ -189,11 +254,16 @@ def _layer_activations(shape: Shape, w: Workload) -> float:
     return qkv + scores + experts + lora_delta + expert_grads + 6 * tokens * shape.hidden * BF16
 
 
-def describe(e: Estimate) -> list[tuple[str, str]]:
-    rows = [(k, f"{v / GIB:,.1f} GiB") for k, v in e.parts.items()]
-    rows.append(("allocated (sum)", f"{e.allocated / GIB:,.1f} GiB"))
-    rows.append((f"reserved (x{RESERVED_FACTOR:.2f} + overhead)", f"{e.reserved / GIB:,.1f} GiB"))
-    return rows
+HEADROOM_KEPT = 0.05  # of the GPU, for what no estimate sees
+
+
+def fits(e: Estimate, gpu_memory_gib: float) -> bool:
+    return e.reserved <= gpu_memory_gib * GIB * (1 - HEADROOM_KEPT)
+
+
+def headroom(e: Estimate, gpu_memory_gib: float) -> float:
+    """The share of the GPU the estimate leaves free."""
+    return 1 - e.reserved / (gpu_memory_gib * GIB)
 
 
 def longest_sequence(recipe, layout: Layout, gpu_memory_gib: float, step: int = 1024) -> int:
@@ -231,156 +301,3 @@ def longest_passing(passes, start: int, step: int, cap: int) -> int:
             break
         low, high = (middle, high) if passes(middle) else (low, middle)
     return low
-
-
-def fits(e: Estimate, gpu_memory_gib: float) -> bool:
-    return e.reserved <= gpu_memory_gib * GIB * 0.95  # 5% for what no estimate sees
-
-
-def suggestions(recipe, layout: Layout, e: Estimate, gpu_memory_gib: float) -> list[str]:
-    if fits(e, gpu_memory_gib):
-        return []
-    ideas = []
-    if not layout.sharded:
-        ideas.append(
-            f"shard the weights over several GPUs: launch.accelerate_config: {'zero3' if recipe.lora else 'fsdp2'} with --gpus 2 or more"
-        )
-    else:
-        ideas.append(f"more GPUs to shard over: --gpus {layout.gpus * 2}")
-        if not layout.offload_params:
-            ideas.append("offload parameters to CPU: launch.accelerate_config: fsdp2-offload (or zero3-offload)")
-    per_token = e.parts.get("activations", 0) + e.parts.get("LM head and loss", 0)
-    over = e.reserved - gpu_memory_gib * GIB * 0.95
-    if per_token * RESERVED_FACTOR > over:  # fewer tokens alone could close the gap
-        ideas.append(
-            f"fewer tokens per micro-step: train.max_length (now {recipe.train.max_length}) or "
-            f"train.per_device_train_batch_size (now {recipe.train.per_device_train_batch_size}, raise "
-            "gradient_accumulation_steps to keep the global batch)"
-        )
-    if recipe.lora is None:
-        ideas.append("LoRA instead of full fine-tuning (a lora: section)")
-    return ideas
-
-
-def layout_for(recipe, gpus: int | None = None, nodes: int | None = None) -> Layout:
-    """The recipe's sharding and offload, read from its accelerate config; `gpus` per node x `nodes`."""
-    import yaml
-
-    from ossft.launch.command import find_accelerate_config
-
-    processes = (gpus * (nodes or 1)) if gpus else (recipe.launch.num_processes or 1)
-    if gpus is None and nodes:
-        processes = (recipe.launch.num_processes or 1) // recipe.launch.num_machines * nodes
-    name = recipe.launch.accelerate_config
-    config = yaml.safe_load(find_accelerate_config(name).read_text()) if name else {}
-    kind = str(config.get("distributed_type", "NO")).upper()
-    fsdp = config.get("fsdp_config") or {}
-    ds = config.get("deepspeed_config") or {}
-    if kind == "DEEPSPEED":
-        return Layout(
-            processes,
-            sharded=int(ds.get("zero_stage", 3)) == 3,
-            offload_params=ds.get("offload_param_device", "none") not in ("none", None),
-            offload_optimizer=ds.get("offload_optimizer_device", "none") not in ("none", None),
-            deepspeed=True,
-        )
-    offload = bool(fsdp.get("fsdp_offload_params", False))
-    return Layout(processes, sharded=kind == "FSDP", offload_params=offload, offload_optimizer=offload, deepspeed=False)
-
-
-def checkpoint_bytes(recipe, layout: Layout, shape: Shape | None = None) -> tuple[float, float]:
-    """(one checkpoint, the final save) in bytes, all ranks together: weights saved (trainable ones for
-    LoRA), optimizer states, and the final weights."""
-    shape = shape or model_shape(recipe.model.base_model)
-    trainable = trainable_params(shape, recipe)
-    saved = trainable * BF16 if recipe.lora is not None else shape.total_params * BF16
-    return saved + trainable * _optimizer_bytes_per_param(recipe, layout), saved
-
-
-def memory_warning(recipe, layout: Layout, gpu_memory_bytes: float) -> str | None:
-    """What `ossft train` says at the start on a GPU when the estimate does not fit."""
-    e = estimate(recipe, layout)
-    if fits(e, gpu_memory_bytes / GIB):
-        return None
-    ideas = suggestions(recipe, layout, e, gpu_memory_bytes / GIB)
-    return (
-        f"this run may not fit: ossft plan estimates {e.reserved / GIB:,.1f} GiB per GPU, the GPU has "
-        f"{gpu_memory_bytes / GIB:,.1f} GiB. Consider: " + "; ".join(ideas) + ". (`ossft plan RECIPE` for the details.)"
-    )
-
-
-@dataclass(frozen=True)
-class PlanReport:
-    """What `ossft plan` prints: the per-GPU table, the longest length that fits, and the verdict."""
-
-    gpus: int  # processes in all
-    rows: list[tuple[str, str]]  # (what, how much): memory per GPU, then disk
-    longest: str  # the longest train.max_length that fits, in words
-    gpu_memory: float  # GiB of one GPU
-    fits: bool
-    suggestions: list[str]  # what to change when it does not fit
-
-
-def plan_report(recipe, gpus: int | None, nodes: int | None, gpu_memory_gib: float) -> PlanReport:
-    """The recipe's memory per GPU and disk on `gpus` per node x `nodes` (default: the recipe's)."""
-    per_node = gpus or (recipe.launch.num_processes or 1) // recipe.launch.num_machines
-    layout = layout_for(recipe, per_node, nodes or recipe.launch.num_machines)
-    e = estimate(recipe, layout)
-    checkpoint, final = checkpoint_bytes(recipe, layout)
-    rows = [
-        *describe(e),
-        ("disk: one checkpoint", f"{checkpoint / GIB:,.1f} GiB"),
-        ("disk: final save", f"{final / GIB:,.1f} GiB"),
-    ]
-    longest = longest_sequence(recipe, layout, gpu_memory_gib)
-    batch = recipe.train.per_device_train_batch_size
-    words = (
-        f"longest train.max_length that fits at micro-batch {batch}: {longest:,} tokens"
-        if longest
-        else f"not even 1,024 tokens fit at micro-batch {batch}"
-    )
-    ideas = suggestions(recipe, layout, e, gpu_memory_gib)
-    return PlanReport(layout.gpus, rows, words, gpu_memory_gib, fits(e, gpu_memory_gib), ideas)
-
-
-# Axolotl's published device_mem_reserved figures (examples/gpt-oss/README.md, Aug 2025) and the
-# settings of the example YAML each comes from: sequence_len 4096 packed, micro-batch 1, activation
-# checkpointing with activation offloading, cut cross-entropy, flash attention (vllm-flash-attn3).
-def _axolotl_workload(shape: Shape, trainable: int, optimizer_bytes: float) -> Workload:
-    return Workload(
-        seq=4096,
-        micro_batch=1,
-        trainable=trainable,
-        optimizer_bytes=optimizer_bytes,
-        offload_activations=True,
-        eager_attention=False,
-        full_logits=False,
-    )
-
-
-# (setting, published GiB per GPU, model, LoRA on the attention projections?, optimizer bytes per
-# trainable parameter, GPUs, offload); all FSDP2-sharded but the single-GPU LoRA.
-AXOLOTL_FIGURES = [
-    ("20b LoRA, 1 GPU", 44, "openai/gpt-oss-20b", True, 2, 1, False),  # r=8 q/k/v/o, adamw_torch_8bit, 1x 48 GB
-    ("20b full, FSDP2 offload, 2 GPUs", 21, "openai/gpt-oss-20b", False, 4, 2, True),  # adamw_torch_fused, 2x 24 GB
-    ("20b full, FSDP2, 8 GPUs", 36, "openai/gpt-oss-20b", False, 2, 8, False),  # adamw_torch_8bit, 8x 48 GB
-    ("20b full, FSDP2, 4 GPUs", 46, "openai/gpt-oss-20b", False, 2, 4, False),  # the same YAML on 4x 80 GB
-    ("120b full, FSDP2 offload, 8 GPUs", 49, "openai/gpt-oss-120b", False, 4, 8, True),  # bf16 copy, 8x 80 GB
-]
-
-
-def calibration() -> list[tuple[str, float, float]]:
-    """(setting, published GiB per GPU, ossft plan's estimate GiB) for Axolotl's five figures."""
-    from types import SimpleNamespace
-
-    attention_r8 = SimpleNamespace(
-        r=8, target_modules=list(ATTENTION_PROJECTIONS), experts="none", experts_r=None
-    )
-    rows = []
-    for name, published, model, lora, optimizer_bytes, gpus, offload in AXOLOTL_FIGURES:
-        shape = model_shape(model)
-        trainable = trainable_params(shape, SimpleNamespace(lora=attention_r8)) if lora else shape.total_params
-        layout = Layout(gpus, sharded=gpus > 1, offload_params=offload, offload_optimizer=offload, deepspeed=False)
-        estimate = estimate_workload(shape, _axolotl_workload(shape, trainable, optimizer_bytes), layout)
-        rows.append((name, published, estimate.reserved / GIB))
-    return rows

@@ -154,6 +154,12 @@ class LaunchSection(Section):
     accelerate_config: str | None = None
     num_processes: int | None = Field(None, ge=1)
     num_machines: int = Field(1, ge=1)
+    gpu_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        description="Memory of one GPU of the hardware the recipe is written for, GiB as torch reports it "
+        "(H100 80 GB: 79.6, H200: 140.4); `ossft plan` checks against it (default 80).",
+    )
 
 
 class TrainSectionBase(BaseModel):

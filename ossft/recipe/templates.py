@@ -33,16 +33,18 @@ TEMPLATES = {
 }
 DEFAULTS = {"model": "20b", "method": "lora", "gpus": 1, "nodes": 1, "out": Path("recipe.yaml")}
 
-# With several processes: PEFT's LoRA on the 3-D expert weights fails under FSDP (peft #3080, open)
-# and works under ZeRO-3 since peft 0.21.2; full fine-tuning shards best with FSDP2.
+# With several processes, FSDP2 for both: LoRA on the 3-D expert weights trains under FSDP2 as under DDP
+# (peft #3080, a reshape of a sharded lora_A, does not occur: FSDP2 gathers each layer whole before its
+# forward; tests/test_fsdp2.py), and it needs no DeepSpeed build.
 ACCELERATE_CONFIGS = {
-    "lora": ("zero3", "ZeRO-3, not FSDP2: expert LoRA breaks under FSDP (peft #3080)"),
+    "lora": ("fsdp2", "FSDP2: the bf16 base sharded over all GPUs (expert LoRA included, tests/test_fsdp2.py)"),
     "full": ("fsdp2", "FSDP2: weights, gradients and optimizer states sharded over all GPUs"),
 }
 
 # Total parameters (OpenAI's model card). The memory floor counts bf16 weights (2 bytes each); full
-# fine-tuning adds bf16 gradients and AdamW's two states (8 bytes in all). LoRA's own share is small.
-BYTES_PER_PARAMETER = {"lora": 2, "full": 8}
+# fine-tuning under FSDP2 holds fp32 master weights, fp32 gradients and AdamW's two fp32 moments (16
+# bytes in all, ossft/launch/memory.py). LoRA's own share is small.
+BYTES_PER_PARAMETER = {"lora": 2, "full": 16}
 GPU_MEMORY_GB = 80  # one H100, the smallest GPU the shipped recipes are sized for
 
 COMMENT_COLUMN = 38  # where the shipped recipes start their end-of-line comments
@@ -171,7 +173,16 @@ def render_recipe(choice: InitChoice) -> InitResult:
     batch_note = f"{batch} sequences per optimizer step over {choice.processes} {gpus}"
     set_value(body, "train", "gradient_accumulation_steps", str(accumulation), batch_note)
     set_value(body, "output", "dir", f"outputs/{choice.out.stem}")
-    replace_section(body, "launch", launch_section(choice.method, choice.processes, choice.nodes))
+    start, end = section_span(body, "launch")
+    # The template's GPU, and its accelerate config where it has one (chosen for its model and method:
+    # 120b full fine-tuning offloads, for one), are kept.
+    kept = {
+        key: line
+        for line in body[start:end]
+        for key in ("gpu_memory_gib", "accelerate_config")
+        if line.lstrip().startswith(key + ":")
+    }
+    replace_section(body, "launch", launch_section(choice.method, choice.processes, choice.nodes, kept))
 
     text = "\n".join(new_header(header, choice, was) + body) + "\n"
     notes = []
@@ -181,7 +192,8 @@ def render_recipe(choice: InitChoice) -> InitResult:
             f"as near as {choice.processes} {gpus} get to the template's {old_batch}."
         )
     floor = memory_floor_gb(choice)
-    if floor > GPU_MEMORY_GB:
+    offloaded = "offload" in kept.get("accelerate_config", "")  # the shards live in CPU RAM
+    if floor > GPU_MEMORY_GB and not offloaded:
         notes.append(
             f"{memory_words(choice.method)} come to about {floor:,.0f} GB per GPU before activations, more "
             f"than an {GPU_MEMORY_GB} GB H100 holds: add GPUs (--gpus) or nodes (--nodes)."
@@ -201,7 +213,8 @@ def new_header(header: list[str], choice: InitChoice, was: Layout) -> list[str]:
     hardware = wrapped(f"Hardware: {layout_words(choice.gpus, choice.nodes)}. The template was sized for {sized_for}")
     memory = wrapped(
         f"Memory:   not measured for this layout (recipes/{choice.template.name} gives the figures for its own). "
-        f"{memory_words(choice.method)}: at least ~{memory_floor_gb(choice):,.0f} GB per GPU, before activations."
+        f"{memory_words(choice.method)}: at least ~{memory_floor_gb(choice):,.0f} GB per GPU, before activations; "
+        f"`ossft plan {choice.out}` estimates the rest."
     )
     return title + made + hardware + launch + memory + notes
 
@@ -255,14 +268,18 @@ def launch_notes(recipe: str, processes: int, nodes: int) -> list[str]:
     return [f"# Launch:   {steps[0]}"] + [CONTINUATION + step for step in steps[1:]]
 
 
-def launch_section(method: str, processes: int, nodes: int) -> list[str]:
-    """The recipe's `launch:` section for this layout, as every shipped recipe writes it."""
+def launch_section(method: str, processes: int, nodes: int, kept: dict[str, str] | None = None) -> list[str]:
+    """The recipe's `launch:` section for this layout, as every shipped recipe writes it; `kept`, the
+    template's own gpu_memory_gib and accelerate_config lines, by key."""
+    kept = kept or {}
+    gpu = [kept["gpu_memory_gib"]] if "gpu_memory_gib" in kept else []
     if processes == 1:
-        return ["launch:", with_comment("  num_processes: 1", "one process on one GPU")]
+        return ["launch:", *gpu, with_comment("  num_processes: 1", "one process on one GPU")]
     config, why = ACCELERATE_CONFIGS[method]
     return [
         "launch:",
-        with_comment(f"  accelerate_config: {config}", why),
+        *gpu,
+        kept.get("accelerate_config") or with_comment(f"  accelerate_config: {config}", why),
         with_comment(
             f"  num_processes: {processes}", "processes in all (GPUs per node x nodes), as accelerate counts them"
         ),
@@ -276,7 +293,7 @@ def memory_floor_gb(choice: InitChoice) -> float:
 
 
 def memory_words(method: str) -> str:
-    return "The bf16 weights alone" if method == "lora" else "bf16 weights, gradients and AdamW states"
+    return "The bf16 weights alone" if method == "lora" else "fp32 weights, gradients and AdamW moments"
 
 
 def with_comment(code: str, comment: str | None) -> str:

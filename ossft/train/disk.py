@@ -1,11 +1,13 @@
 """Will the run's checkpoints and final save fit on the output disk? Asked before the first step.
 
 A 120b checkpoint with optimizer state is ~720 GB (docs/traps.md#trap-8): a disk that fills at hour six
-loses the save being written and, with it, the run. The estimate counts what the Trainer writes:
-the weights (trainable ones for LoRA, all for full fine-tuning) in their dtype, the optimizer's two
-moments per trainable parameter (AdamW, same dtype as the parameter; DeepSpeed keeps fp32 master
-weights and fp32 moments, 12 bytes), and a fixed allowance for the scheduler, RNG states, tokenizer
-and card; times the checkpoints kept, plus the final save.
+loses the save being written and, with it, the run. The estimate counts what the Trainer writes, in
+the dtypes the prepared run holds (the same rules as `ossft plan`, launch/memory.py): the weights
+(trainable ones for LoRA, all for full fine-tuning), fp32 for the trainable ones that FSDP2 mixed
+precision upcasts; the optimizer states `train.optim` keeps (DeepSpeed: fp32 master weights and
+moments, 12 bytes); and a fixed allowance for the scheduler, RNG states, tokenizer and card; times the
+checkpoints kept, plus the final save. It runs before the Trainer prepares the model, so it reads
+the dtypes the model has now and applies those rules.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from ossft.checkpoints.disk_space import free_bytes
 from ossft.errors import UserError
+from ossft.launch.memory import Layout, frozen_bytes, optimizer_state_bytes, trained_bytes
 from ossft.units import GIB
 
 SMALL_FILES = 16 * 2**20  # scheduler, rng states, trainer_state, tokenizer, README: a few MB at most
@@ -38,15 +41,26 @@ def disk_needs(trainer, total_steps: int) -> DiskNeeds:
     from ossft.model.load import parameter_size
 
     model = trainer.model
-    parameters = list(model.parameters())
-    trainable = [p for p in parameters if p.requires_grad]
-    trained_bytes = sum(parameter_size(p) * p.element_size() for p in trainable)
-    if trainer.is_deepspeed_enabled:
-        optimizer = 12 * sum(parameter_size(p) for p in trainable)
-    else:
-        optimizer = 2 * trained_bytes
-    all_bytes = sum(parameter_size(p) * p.element_size() for p in parameters)
-    weights = trained_bytes if isinstance(model, PeftModel) else all_bytes
+    lora = isinstance(model, PeftModel)
+    layout = Layout(
+        trainer.accelerator.num_processes,
+        sharded=trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled,
+        offload_params=False,
+        offload_optimizer=False,
+        deepspeed=trainer.is_deepspeed_enabled,
+    )
+    mixed = bool(trainer.args.bf16 or trainer.args.fp16)
+    optim = str(getattr(trainer.args.optim, "value", trainer.args.optim))
+    weights = optimizer = 0.0
+    for p in model.parameters():
+        count = parameter_size(p)
+        if p.requires_grad:
+            held = trained_bytes(p.element_size(), lora, layout, mixed)
+            weights += count * held
+            optimizer += count * optimizer_state_bytes(optim, held, layout.deepspeed)
+        elif not lora:
+            weights += count * frozen_bytes(p.element_size(), layout, mixed)
+    weights, optimizer = math.ceil(weights), math.ceil(optimizer)
     kept = checkpoints_kept(trainer.args, total_steps)
     return DiskNeeds(weights + optimizer + SMALL_FILES, kept, weights + SMALL_FILES)
 

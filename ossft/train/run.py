@@ -103,7 +103,8 @@ def replica_digests(trainer) -> list[str] | None:
 def distribution(trainer) -> str:
     """How the trained model was spread over the processes, read off the prepared model itself (so a
     recipe that asked for FSDP2 and got DDP cannot pass for FSDP2): 'FSDP2 over 2 processes (gloo):
-    37 of 37 parameters sharded', 'DDP over 2 processes (gloo)', 'one process'."""
+    37 of 37 parameters sharded', 'DDP over 2 processes (gloo)', 'DEEPSPEED over 2 processes
+    (gloo)', 'one process'."""
     import torch.distributed as dist
     from torch.distributed.tensor import DTensor
 
@@ -113,6 +114,8 @@ def distribution(trainer) -> str:
     kind = accelerator.distributed_type.value
     backend = dist.get_backend() if dist.is_initialized() else "?"
     where = f"over {accelerator.num_processes} processes ({backend})"
+    if kind.startswith("MULTI_"):  # MULTI_CPU, MULTI_GPU, ...: accelerate's names for DDP
+        return f"DDP {where}"
     if kind != "FSDP":
         return f"{kind} {where}"
     params = list(trainer.model.parameters())
@@ -168,7 +171,7 @@ def warn_if_too_big(recipe, trainer, on_status) -> None:
     is within ~15% of published figures, not exact."""
     import torch
 
-    from ossft.launch import memory as plan
+    from ossft.launch import plan
 
     if not torch.cuda.is_available():
         return
