@@ -251,9 +251,14 @@ def test_template_asks_for_the_gpus_the_recipe_counts(name):
 def test_skypilot_disk_holds_the_checkpoints(name):
     template = read(name)
     recipe = recipe_of(template.commands[0])
-    # docs/traps.md#trap-8: a 120b checkpoint with optimizer state is ~720 GB, ~3 TB for two and the output;
-    # 20b: ~130 GB each (6 bytes per parameter). LoRA checkpoints are small.
-    needed_gb = 0 if recipe.lora is not None else 3000 if "120b" in recipe.model.base_model else 300
+    # ossft plan's disk figures: one checkpoint for each kept (save_total_limit) and one more while it is
+    # written, plus the final save (fp32 under FSDP2: a 120b checkpoint is ~1.4 TB). LoRA checkpoints are small.
+    from ossft.launch.plan import checkpoint_bytes, layout_for
+
+    checkpoint, final = checkpoint_bytes(recipe, layout_for(recipe))
+    limit = recipe.train.save_total_limit
+    kept = limit + 1 if limit else 1  # without a limit: the 20b recipe saves once, at its one epoch's end
+    needed_gb = 0 if recipe.lora is not None else (checkpoint * kept + final) / 1e9
     assert template.disk_gb * template.nodes >= needed_gb
 
 

@@ -12,7 +12,7 @@ processes hold after an optimizer step, tests/test_memory_accounting.py):
 each divided over the processes that shard them (FSDP, ZeRO-3), and held in CPU RAM when offloaded.
 Then what comes and goes: the layers FSDP / ZeRO-3 gather, activations, the loss, the framework.
 Only the framework overhead and the allocator's reserve factor are fitted, against Axolotl's published
-`device_mem_reserved` figures (ossft/launch/plan.py, CALIBRATION in README.md).
+`device_mem_reserved` figures (plan.calibration(); README.md, "Will it fit?").
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Workload:
     micro_batch: int
     trainable: int
     optimizer_bytes: float  # per trainable parameter
+    adapter: bool = False  # the trainable parameters are a LoRA adapter's, added to the model's own
     trained_bytes: int = BF16  # per trainable parameter, as held (fp32 master weights: 4)
     frozen_bytes: int = BF16  # per frozen parameter
     gradient_bytes: int = BF16  # per trainable parameter
@@ -90,7 +91,9 @@ EIGHT_BIT_ADAM = 2 * (1 + FP32 / QUANT_BLOCK)
 
 def optimizer_state_bytes(optim: str, param_bytes: int, deepspeed: bool) -> float:
     if deepspeed:
-        return FP32 + 2 * FP32  # DeepSpeed's fp32 master copy and two fp32 moments, whatever the optimizer
+        # An fp32 master copy of every partition (a copy even of fp32 ones: measured) and two fp32 moments,
+        # whatever the optimizer (deepspeed/runtime/zero/stage3.py, _create_fp32_partitions).
+        return 3 * FP32
     if "8bit" in optim:
         return EIGHT_BIT_ADAM
     if optim.startswith(("sgd", "adafactor")):
@@ -162,6 +165,7 @@ def workload_of(recipe, layout: Layout, shape: Shape) -> Workload:
         seq=train.max_length or 1024,
         micro_batch=train.per_device_train_batch_size,
         trainable=trainable_params(shape, recipe),
+        adapter=recipe.lora is not None,
         optimizer_bytes=optimizer_state_bytes(optim, held, layout.deepspeed),
         trained_bytes=held,
         frozen_bytes=frozen_bytes(loaded, layout, mixed),
@@ -184,7 +188,7 @@ def estimate(recipe, layout: Layout, shape: Shape | None = None) -> Estimate:
 def static_parts(shape: Shape, w: Workload, layout: Layout) -> dict[str, float]:
     """Weights, gradients and optimizer states one process holds, wherever they are."""
     share = layout.gpus if layout.sharded else 1
-    frozen = shape.total_params - w.trainable
+    frozen = shape.total_params if w.adapter else shape.total_params - w.trainable
     return {
         "weights": (frozen * w.frozen_bytes + w.trainable * w.trained_bytes) / share,
         "gradients": w.trainable * w.gradient_bytes / share,

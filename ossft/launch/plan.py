@@ -199,11 +199,12 @@ def plan_report(recipe, gpus: int | None, nodes: int | None, gpu_memory_gib: flo
 # Axolotl replaces accelerate's FSDP2 preparation with its own (src/axolotl/monkeypatch/accelerate/fsdp2.py,
 # patch_accelerate_fsdp2), which does not upcast: its full fine-tunes hold bf16 weights, bf16 gradients
 # and optimizer states that follow them. ossft runs accelerate's own, and holds fp32 (memory.py).
-def _axolotl_workload(trainable: int, optimizer_bytes: float) -> Workload:
+def _axolotl_workload(trainable: int, adapter: bool, optimizer_bytes: float) -> Workload:
     return Workload(
         seq=4096,
         micro_batch=1,
         trainable=trainable,
+        adapter=adapter,
         optimizer_bytes=optimizer_bytes,
         trained_bytes=BF16,
         gradient_bytes=BF16,
@@ -234,7 +235,7 @@ def calibration() -> list[tuple[str, float, float]]:
         shape = model_shape(model)
         trainable = trainable_params(shape, SimpleNamespace(lora=attention_r8)) if lora else shape.total_params
         layout = Layout(gpus, sharded=gpus > 1, offload_params=offload, offload_optimizer=offload, deepspeed=False)
-        workload = _axolotl_workload(trainable, optimizer_state_bytes(optim, BF16, deepspeed=False))
+        workload = _axolotl_workload(trainable, lora, optimizer_state_bytes(optim, BF16, deepspeed=False))
         rows.append((name, published, estimate_workload(shape, workload, layout).reserved / GIB))
     return rows
 

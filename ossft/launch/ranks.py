@@ -141,6 +141,7 @@ def refuse_lone_rank(accelerator, env: dict[str, str] | None = None) -> None:
             f"this process was launched as one of {world} (WORLD_SIZE={world}), but accelerate runs it alone "
             f"({accelerator.distributed_type.value}): each of the {world} processes would train the whole run "
             "by itself into the same output folder. accelerate gives FSDP configs their FSDP mode only on "
-            "GPUs. Run `ossft train RECIPE` instead (it launches the processes itself, with DDP on CPUs), or "
+            "GPUs. Run `ossft train RECIPE` instead (it launches the processes itself, and on CPUs runs FSDP2 over "
+            "gloo), or "
             "launch with --config_file accelerate_configs/ddp.yaml."
         )

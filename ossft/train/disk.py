@@ -1,6 +1,6 @@
 """Will the run's checkpoints and final save fit on the output disk? Asked before the first step.
 
-A 120b checkpoint with optimizer state is ~720 GB (docs/traps.md#trap-8): a disk that fills at hour six
+A 120b full fine-tune's checkpoint is ~1.4 TB, fp32 weights and moments (docs/traps.md#trap-8): a disk that fills at hour six
 loses the save being written and, with it, the run. The estimate counts what the Trainer writes, in
 the dtypes the prepared run holds (the same rules as `ossft plan`, launch/memory.py): the weights
 (trainable ones for LoRA, all for full fine-tuning), fp32 for the trainable ones that FSDP2 mixed
