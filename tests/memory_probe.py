@@ -8,7 +8,9 @@ the first optimizer step (before the Trainer zeroes the gradients) write the byt
   few MB whatever the model, are left out;
 - optimizer states: every tensor in the optimizer's state; DeepSpeed's fp32 master partitions
   (`fp32_partitioned_groups_flat`) with its inner optimizer's moments.
-Each storage is counted once. Usage: python -m tests.memory_probe RECIPE OUT_DIR (OUT_DIR/rank-N.json).
+Each storage is counted once. Also what `ossft train`'s disk check (ossft/train/disk.py) expects one
+checkpoint's weights and optimizer states to take, asked where `ossft train` asks it: before the Trainer
+prepares the model. Usage: python -m tests.memory_probe RECIPE OUT_DIR (OUT_DIR/rank-N.json).
 """
 
 from __future__ import annotations
@@ -64,15 +66,17 @@ def main(recipe_path: str, out_dir: str) -> None:
     from transformers import TrainerCallback
 
     from ossft.recipe.load import load_recipe
+    from ossft.train.disk import SMALL_FILES, disk_needs
     from ossft.train.run import distribution, prepare_trainer
 
     trainer = prepare_trainer(load_recipe(recipe_path), on_status=lambda *_: None)[0]
+    checkpoint = disk_needs(trainer, total_steps=1).checkpoint_bytes - SMALL_FILES
 
     class AfterTheFirstStep(TrainerCallback):
         def on_optimizer_step(self, args, state, control, **kwargs):
             if state.global_step == 0:  # the Trainer counts the step after this callback
                 rank = trainer.accelerator.process_index
-                report = {"distributed": distribution(trainer), **held_bytes(trainer)}
+                report = {"distributed": distribution(trainer), "checkpoint": checkpoint, **held_bytes(trainer)}
                 (Path(out_dir) / f"rank-{rank}.json").write_text(json.dumps(report))
 
     trainer.add_callback(AfterTheFirstStep())

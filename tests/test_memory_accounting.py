@@ -107,6 +107,17 @@ def test_plan_counts_what_each_rank_holds(measured, config, method):
         assert not mismatches(report, expected), (report, expected)
 
 
+@pytest.mark.parametrize("config", LAYOUTS)
+def test_disk_check_counts_what_a_checkpoint_holds(measured, config):
+    # A full fine-tune's checkpoint is every rank's weights and optimizer states; the disk check asks
+    # before the Trainer prepares the model, so it must foresee FSDP2's upcast and DeepSpeed's masters.
+    _, reports = measured(config, "full")
+    holds = sum(report["weights"] + report["optimizer states"] for report in reports)
+    if config == "ddp":
+        holds //= 2  # DDP's ranks hold the same replica; the checkpoint has one
+    assert abs(reports[0]["checkpoint"] / holds - 1) <= TOLERANCE, (reports[0]["checkpoint"], holds)
+
+
 def test_the_comparison_fails_when_the_optimizer_bytes_are_wrong(measured, monkeypatch):
     recipe, reports = measured("fsdp2", "full")
     assert not mismatches(reports[0], planned(recipe))

@@ -126,4 +126,9 @@ def _build(node: yaml.Node, path: Path_, doc: YamlDoc) -> object:
 
 
 def _scalar(node: yaml.ScalarNode) -> object:
-    return _Loader("").construct_object(node)
+    try:
+        return _Loader("").construct_object(node)
+    except yaml.constructor.ConstructorError:
+        # A lone `=` resolves to YAML 1.1's "value" tag, which no safe loader constructs (found by
+        # tests/test_recipe_fuzz.py): it is text, as written.
+        return node.value
