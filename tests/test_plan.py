@@ -69,7 +69,7 @@ def test_plan_says_what_to_change_when_it_does_not_fit(cli):
     small = cli("plan", recipe, "--gpu-memory", "48")
     text = " ".join(small.stdout.split())
     assert small.exit_code == 0 and "does not fit on 48 GiB GPUs" in text
-    assert "shard the weights over several GPUs: launch.accelerate_config: zero3" in text
+    assert "shard the weights over several GPUs: launch.accelerate_config: fsdp2" in text
     assert "fewer tokens per micro-step: train.max_length (now 2048)" in text
 
 

@@ -8,7 +8,7 @@ processes hold after an optimizer step, tests/test_memory_accounting.py):
   LoRA adapter in fp32 over a bf16 base (get_peft_model's autocast_adapter_dtype). DeepSpeed casts the
   module to bf16 and keeps its fp32 master copy with the optimizer;
 - gradients: in the trained parameter's dtype; DeepSpeed's gradient partitions in bf16;
-- optimizer states: what `train.optim` keeps per trained parameter (OPTIMIZER_STATES);
+- optimizer states: what `train.optim` keeps per trained parameter (optimizer_state_bytes);
 each divided over the processes that shard them (FSDP, ZeRO-3), and held in CPU RAM when offloaded.
 Then what comes and goes: the layers FSDP / ZeRO-3 gather, activations, the loss, the framework.
 Only the framework overhead and the allocator's reserve factor are fitted, against Axolotl's published
@@ -47,8 +47,7 @@ class Workload:
     optimizer_bytes: float  # per trainable parameter
     adapter: bool = False  # the trainable parameters are a LoRA adapter's, added to the model's own
     trained_bytes: int = BF16  # per trainable parameter, as held (fp32 master weights: 4)
-    frozen_bytes: int = BF16  # per frozen parameter
-    gradient_bytes: int = BF16  # per trainable parameter
+    frozen_bytes: int = BF16  # per frozen parameter; gradients are in the trained dtype
     checkpointing: bool = True
     offload_activations: bool = False
     eager_attention: bool = True  # eager materializes the [heads, seq, seq] scores; flash kernels do not
@@ -169,7 +168,6 @@ def workload_of(recipe, layout: Layout, shape: Shape) -> Workload:
         optimizer_bytes=optimizer_state_bytes(optim, held, layout.deepspeed),
         trained_bytes=held,
         frozen_bytes=frozen_bytes(loaded, layout, mixed),
-        gradient_bytes=held,
         checkpointing=bool(train.activation_checkpointing or train.gradient_checkpointing),
         eager_attention=recipe.model.attn_implementation == "eager",
         full_logits=bool(train.label_smoothing_factor),
@@ -191,7 +189,7 @@ def static_parts(shape: Shape, w: Workload, layout: Layout) -> dict[str, float]:
     frozen = shape.total_params if w.adapter else shape.total_params - w.trainable
     return {
         "weights": (frozen * w.frozen_bytes + w.trainable * w.trained_bytes) / share,
-        "gradients": w.trainable * w.gradient_bytes / share,
+        "gradients": w.trainable * w.trained_bytes / share,
         "optimizer states": w.trainable * w.optimizer_bytes / share,
     }
 

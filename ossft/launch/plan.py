@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ossft.gptoss.facts import ATTENTION_PROJECTIONS, Shape, model_shape
 from ossft.launch.memory import (
     BF16,
+    HEADROOM_KEPT,
     RESERVED_FACTOR,
     Estimate,
     Layout,
@@ -65,7 +66,7 @@ def suggestions(recipe, layout: Layout, e: Estimate, gpu_memory_gib: float) -> l
     ideas = []
     if not layout.sharded:
         ideas.append(
-            f"shard the weights over several GPUs: launch.accelerate_config: {'zero3' if recipe.lora else 'fsdp2'} with --gpus 2 or more"
+            "shard the weights over several GPUs: launch.accelerate_config: fsdp2 with --gpus 2 or more"
         )
     else:
         ideas.append(f"more GPUs to shard over: --gpus {layout.gpus * 2}")
@@ -75,7 +76,7 @@ def suggestions(recipe, layout: Layout, e: Estimate, gpu_memory_gib: float) -> l
     if e.parts.get("optimizer states", 0) and "8bit" not in optim and not layout.deepspeed:
         ideas.append("8-bit AdamW moments, a quarter of fp32's: train.optim: adamw_torch_8bit (needs torchao)")
     per_token = e.parts.get("activations", 0) + e.parts.get("LM head and loss", 0)
-    over = e.reserved - gpu_memory_gib * GIB * 0.95
+    over = e.reserved - gpu_memory_gib * GIB * (1 - HEADROOM_KEPT)
     if per_token * RESERVED_FACTOR > over:  # fewer tokens alone could close the gap
         ideas.append(
             f"fewer tokens per micro-step: train.max_length (now {recipe.train.max_length}) or "
@@ -207,7 +208,6 @@ def _axolotl_workload(trainable: int, adapter: bool, optimizer_bytes: float) -> 
         adapter=adapter,
         optimizer_bytes=optimizer_bytes,
         trained_bytes=BF16,
-        gradient_bytes=BF16,
         offload_activations=True,
         eager_attention=False,
         full_logits=False,
