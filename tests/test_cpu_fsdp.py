@@ -13,8 +13,11 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def original_init(monkeypatch):
-    # Whatever a test installs is undone: monkeypatch restores AcceleratorState.__init__ afterwards.
+    # accelerate's own __init__, even where a trainer built earlier in this process installed the patch;
+    # monkeypatch puts back whatever was there after the test.
     init = AcceleratorState.__init__
+    if getattr(init, cpu_fsdp._MARK, False):
+        init = init.__wrapped__
     monkeypatch.setattr(AcceleratorState, "__init__", init)
     return init
 
