@@ -14,6 +14,14 @@ EXPERT_PARAMETERS = tuple(f"mlp.experts.{projection}" for projection in EXPERT_P
 # The attention projections LoRA targets by default.
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
+# ossft's flex attention (ossft/model/sink_attention.py), registered with transformers under this name.
+FLEX_ATTENTION = "ossft_flex"
+# The attentions ossft gives document masks (ossft/model/documents.py): the only ones packing is exact with.
+# transformers' own flex_attention and the hub's flash kernels get gpt-oss's mask, which ignores documents.
+DOCUMENT_AWARE_ATTENTIONS = ("eager", FLEX_ATTENTION)
+# What a recipe may name: sdpa is not here, it cannot add gpt-oss's per-head sink logit.
+ATTENTIONS = (*DOCUMENT_AWARE_ATTENTIONS, "flex_attention", "kernels-community/vllm-flash-attn3")
+
 # Shapes of the released models (their config.json), so a plan needs no download.
 PUBLISHED = {
     "openai/gpt-oss-20b": {"layers": 24, "experts": 32, "top_k": 4},

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ossft.checkpoints.read import check_model_folder, read_json_object
 from ossft.errors import UserError
-from ossft.gptoss.facts import ATTENTION_PROJECTIONS, EXPERT_PARAMETERS, is_mxfp4
+from ossft.gptoss.facts import ATTENTION_PROJECTIONS, DOCUMENT_AWARE_ATTENTIONS, EXPERT_PARAMETERS, FLEX_ATTENTION, is_mxfp4
+from ossft.model.documents import use_document_masks
 
 
 def _from_pretrained(loader, name: str, **kwargs):
@@ -65,6 +66,10 @@ def load_model(recipe):
     }
     if recipe.model.experts_implementation:
         kwargs["experts_implementation"] = recipe.model.experts_implementation
+    if recipe.model.attn_implementation == FLEX_ATTENTION:
+        from ossft.model.sink_attention import register
+
+        register()  # before from_pretrained, which checks the name
     mxfp4 = is_mxfp4(config)
     if mxfp4:
         # Training needs real tensors: the FP4 expert weights become bf16 (or the recipe's dtype).
@@ -73,6 +78,8 @@ def load_model(recipe):
     if mxfp4:
         forget_mxfp4_layout(model)
     model.config.use_cache = False  # the KV cache only costs memory while training
+    if recipe.model.attn_implementation in DOCUMENT_AWARE_ATTENTIONS:
+        use_document_masks(model)  # packed documents attend only within themselves (docs/traps.md#trap-2)
     return model
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ossft.gptoss.facts import ATTENTION_PROJECTIONS
+from ossft.gptoss.facts import ATTENTION_PROJECTIONS, ATTENTIONS
 from ossft.harmony.render import KNOWLEDGE_CUTOFF, MODEL_IDENTITY
 
 
@@ -24,8 +24,11 @@ class ModelSection(Section):
     base_model: str = Field(description="Local folder or Hub id of a gpt-oss checkpoint.")
     tokenizer: str | None = Field(None, description="Tokenizer folder or id; defaults to base_model.")
     dtype: Literal["bfloat16", "float32", "float16", "auto"] = "bfloat16"
-    # gpt-oss attention adds a learned sink logit per head; sdpa has no way to express it.
-    attn_implementation: Literal["eager", "flex_attention", "kernels-community/vllm-flash-attn3"] = "eager"
+    attn_implementation: Literal[ATTENTIONS] = Field(
+        "eager",
+        description="eager: any device, O(seq^2) memory; ossft_flex: ossft's flex attention (GPU), exact sinks, "
+        "memory linear in seq. Both keep packed documents apart; the others do not (docs/traps.md#trap-2).",
+    )
     experts_implementation: Literal["eager", "batched_mm", "grouped_mm"] | None = None
     trust_remote_code: bool = False
 
@@ -35,7 +38,7 @@ class ModelSection(Section):
         if value == "sdpa":
             raise ValueError(
                 "sdpa cannot add gpt-oss's per-head attention sinks and would train a different model; "
-                "use eager (any device) or flex_attention (GPU)"
+                "use eager (any device) or ossft_flex (GPU)"
             )
         return value
 
