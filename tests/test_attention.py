@@ -19,7 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ossft.model import documents, sink_attention  # noqa: E402
-from ossft.model.documents import BlockMasks, document_ids, eager_mask  # noqa: E402
+from ossft.model.documents import BlockMasks, document_ids  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -142,7 +142,9 @@ def test_mutation_without_the_window_fails(monkeypatch):
 
 def test_mutation_without_the_document_rule_fails(monkeypatch):
     real = documents.allowed_keys
-    monkeypatch.setattr(documents, "allowed_keys", lambda docs, padding=None, window=None: real(torch.zeros_like(docs), padding, window))
+    monkeypatch.setattr(
+        documents, "allowed_keys", lambda docs, padding=None, window=None: real(torch.zeros_like(docs), padding, window)
+    )
     assert kernel_error(LAYOUTS["eight documents, 1-150 tokens"], None) > 0.1
 
 
@@ -151,7 +153,9 @@ def test_mutation_with_the_lse_rounded_to_bf16_is_measurably_worse():
     from torch.nn.attention.flex_attention import AuxRequest, flex_attention
 
     def bf16_lse(module, q, k, v, mask, scaling=None, s_aux=None, **kwargs):
-        out, aux = flex_attention(q, k, v, block_mask=mask, scale=scaling, enable_gqa=True, return_aux=AuxRequest(lse=True))
+        out, aux = flex_attention(
+            q, k, v, block_mask=mask, scale=scaling, enable_gqa=True, return_aux=AuxRequest(lse=True)
+        )
         lse = aux.lse.to(torch.bfloat16).to(q.dtype)
         return (out * torch.sigmoid(lse - s_aux.view(1, -1, 1)).unsqueeze(-1)).transpose(1, 2), None
 

@@ -71,7 +71,12 @@ def packed_batch(documents, with_cu_seq_lens: bool) -> dict:
     batch = {"input_ids": torch.cat(documents)[None], "position_ids": positions}
     if with_cu_seq_lens:
         starts = torch.tensor([0, *torch.tensor(LENGTHS).cumsum(0).tolist()], dtype=torch.int32)
-        batch |= {"cu_seq_lens_q": starts, "cu_seq_lens_k": starts, "max_length_q": max(LENGTHS), "max_length_k": max(LENGTHS)}
+        batch |= {
+            "cu_seq_lens_q": starts,
+            "cu_seq_lens_k": starts,
+            "max_length_q": max(LENGTHS),
+            "max_length_k": max(LENGTHS),
+        }
     return batch
 
 
@@ -92,7 +97,9 @@ def cotangents_for(lengths, vocab):
 
 @pytest.mark.parametrize("attention", ["eager", "ossft_flex"])
 @pytest.mark.parametrize("with_cu_seq_lens", [False, True], ids=["position_ids", "cu_seq_lens"])
-def test_a_packed_row_equals_each_document_alone(quickstart_recipe, tiny_model_dir, documents, attention, with_cu_seq_lens):
+def test_a_packed_row_equals_each_document_alone(
+    quickstart_recipe, tiny_model_dir, documents, attention, with_cu_seq_lens
+):
     model = tiny(quickstart_recipe, tiny_model_dir, attention)
     cotangents = cotangents_for(LENGTHS, model.config.vocab_size)
     want = alone(model, documents, cotangents)
@@ -129,7 +136,9 @@ def test_a_padded_batch_equals_each_document_alone(quickstart_recipe, tiny_model
     want = alone(model, chosen, cotangents)
     # Left padding needs positions that start at each row's first real token, as generate gives them.
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    got = logits_and_grads(model, {"input_ids": ids, "attention_mask": mask, "position_ids": positions}, real_tokens, cotangents)
+    got = logits_and_grads(
+        model, {"input_ids": ids, "attention_mask": mask, "position_ids": positions}, real_tokens, cotangents
+    )
     assert difference(got, want) < EXACT
 
 

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from ossft.checkpoints.read import check_model_folder, read_json_object
 from ossft.errors import UserError
-from ossft.gptoss.facts import ATTENTION_PROJECTIONS, DOCUMENT_AWARE_ATTENTIONS, EXPERT_PARAMETERS, FLEX_ATTENTION, is_mxfp4
+from ossft.gptoss.facts import (
+    ATTENTION_PROJECTIONS,
+    DOCUMENT_AWARE_ATTENTIONS,
+    EXPERT_PARAMETERS,
+    FLEX_ATTENTION,
+    is_mxfp4,
+)
 from ossft.model.documents import use_document_masks
 
 

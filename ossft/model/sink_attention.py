@@ -122,7 +122,9 @@ def attention_and_gradients(attend, tensors: dict, dtype, mask, cotangent):
     import torch
 
     leaves = {name: t.detach().to(dtype).requires_grad_() for name, t in tensors.items()}
-    module = SimpleNamespace(sinks=leaves["sinks"], num_key_value_groups=tensors["query"].shape[1] // tensors["key"].shape[1], training=True)
+    module = SimpleNamespace(
+        sinks=leaves["sinks"], num_key_value_groups=tensors["query"].shape[1] // tensors["key"].shape[1], training=True
+    )
     scaling = tensors["query"].shape[-1] ** -0.5
     q, k, v = leaves["query"], leaves["key"], leaves["value"]
     out, _ = attend(module, q, k, v, mask, scaling=scaling, dropout=0.0, s_aux=leaves["sinks"])
