@@ -564,14 +564,21 @@ def test_preprocess_caches_then_says_already_cached(tmp_path, tiny_model_dir, to
 
 
 @pytest.mark.parametrize("key", ["packing", "padding_free"])
-def test_train_refuses_packing(tmp_path, tiny_model_dir, cli, key):
+def test_train_refuses_packing_where_the_attention_mixes_documents(tmp_path, tiny_model_dir, cli, key):
     path = write_recipe(tmp_path, tiny_model_dir, CLI_ROWS)
-    result = cli("train", path, "--set", f"train.{key}=true")
+    result = cli("train", path, "--set", f"train.{key}=true", "--set", "model.attn_implementation=flex_attention")
     assert result.exit_code == 2
     message = " ".join(result.stderr.split())
-    assert message.startswith(f"error: train.{key}: gpt-oss builds its attention masks without position_ids")
-    assert "train.train_sampling_strategy: group_by_length" in message
+    assert message.startswith(f"error: train.{key}: with model.attn_implementation flex_attention, examples packed")
+    assert "Use model.attn_implementation: ossft_flex (GPU) or eager" in message
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_train_refuses_wrapped_packing(tmp_path, tiny_model_dir, cli):
+    path = write_recipe(tmp_path, tiny_model_dir, CLI_ROWS)
+    result = cli("train", path, "--set", "train.packing=true", "--set", "train.packing_strategy=wrapped")
+    assert result.exit_code == 2
+    assert " ".join(result.stderr.split()).startswith("error: train.packing_strategy: wrapped cuts examples")
 
 
 @pytest.mark.parametrize("num_proc", [1, 2])

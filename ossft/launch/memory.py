@@ -50,7 +50,8 @@ class Workload:
     frozen_bytes: int = BF16  # per frozen parameter; gradients are in the trained dtype
     checkpointing: bool = True
     offload_activations: bool = False
-    eager_attention: bool = True  # eager materializes the [heads, seq, seq] scores; flash kernels do not
+    eager_attention: bool = True  # eager materializes the [heads, seq, seq] scores; flex and flash kernels do not
+    packed: bool = False  # the micro-batch flattened into one row (TRL's padding_free / bfd packing)
     full_logits: bool = True  # False: a fused / chunked cross-entropy never holds [tokens, vocab]
     routed_experts: bool = True  # False: every token through every expert (transformers' eager experts)
     stacked_expert_lora: bool = False  # PEFT's whole-stack delta; the routed one adds only [tokens, r]
@@ -170,12 +171,19 @@ def workload_of(recipe, layout: Layout, shape: Shape) -> Workload:
         frozen_bytes=frozen_bytes(loaded, layout, mixed),
         checkpointing=bool(train.activation_checkpointing or train.gradient_checkpointing),
         eager_attention=recipe.model.attn_implementation == "eager",
+        packed=is_packed(train),
         full_logits=bool(train.label_smoothing_factor),
         routed_experts=recipe.model.experts_implementation != "eager",
         stacked_expert_lora=recipe.lora is not None
         and recipe.lora.experts != "none"
         and recipe.lora.experts_delta == "stacked",
     )
+
+
+def is_packed(train) -> bool:
+    """Does TRL flatten each micro-batch into one row? padding_free does; so does packing, but for its
+    'wrapped' strategy (sft_trainer.py: padding_free or packing_strategy in {bfd, bfd_split})."""
+    return bool(train.padding_free or (train.packing and train.packing_strategy != "wrapped"))
 
 
 def estimate(recipe, layout: Layout, shape: Shape | None = None) -> Estimate:
@@ -244,7 +252,25 @@ def _layer_activations(shape: Shape, w: Workload) -> float:
     """Peak of one decoder layer's forward and backward: what recomputation needs at once."""
     tokens = w.seq * w.micro_batch
     qkv = tokens * (2 * shape.heads + 2 * shape.kv_heads) * shape.head_dim * BF16
-    scores = w.micro_batch * shape.heads * w.seq * w.seq * (BF16 + FP32) if w.eager_attention else 0
+    return qkv + _attention_memory(shape, w) + _beyond_attention(shape, w, tokens)
+
+
+# flex attention's block size (torch.nn.attention.flex_attention._DEFAULT_SPARSE_BLOCK_SIZE).
+FLEX_BLOCK = 128
+
+
+def _attention_memory(shape: Shape, w: Workload) -> float:
+    """Eager holds the scores and their softmax ([heads, query, key] each), over the whole flattened row
+    when the batch is packed. Flex holds neither: its lse (fp32, one per query and head) for the backward,
+    and the BlockMasks of both layer kinds (four int32 [rows, blocks, blocks] tables each)."""
+    rows, length = (1, w.seq * w.micro_batch) if w.packed else (w.micro_batch, w.seq)
+    if w.eager_attention:
+        return rows * shape.heads * length * length * (BF16 + FP32)
+    blocks = -(-length // FLEX_BLOCK)
+    return rows * length * shape.heads * FP32 + 2 * 4 * rows * blocks * blocks * FP32
+
+
+def _beyond_attention(shape: Shape, w: Workload, tokens: int) -> float:
     through = tokens * (shape.top_k if w.routed_experts else shape.experts)
     # gate_up output (2I), the gated product (I), down output (H): kept for backward, plus their gradients
     experts = 2 * through * (3 * shape.intermediate + shape.hidden) * BF16
@@ -253,7 +279,7 @@ def _layer_activations(shape: Shape, w: Workload) -> float:
     # Training the experts themselves: their weight gradient exists whole, for experts no token
     # reached too, and autograd holds a second buffer while it accumulates the per-expert parts.
     expert_grads = 2 * shape.expert_params * BF16 if w.trainable == shape.total_params else 0
-    return qkv + scores + experts + lora_delta + expert_grads + 6 * tokens * shape.hidden * BF16
+    return experts + lora_delta + expert_grads + 6 * tokens * shape.hidden * BF16
 
 
 HEADROOM_KEPT = 0.05  # of the GPU, for what no estimate sees
@@ -268,10 +294,15 @@ def headroom(e: Estimate, gpu_memory_gib: float) -> float:
     return 1 - e.reserved / (gpu_memory_gib * GIB)
 
 
-def longest_sequence(recipe, layout: Layout, gpu_memory_gib: float, step: int = 1024) -> int:
-    """The longest train.max_length, a multiple of `step`, whose estimate fits; 0 when not even `step` does."""
+def longest_sequence(
+    recipe, layout: Layout, gpu_memory_gib: float, step: int = 1024, eager_attention: bool | None = None
+) -> int:
+    """The longest train.max_length, a multiple of `step`, whose estimate fits; 0 when not even `step` does.
+    `eager_attention`: as the recipe says (None), or with eager (True) or a kernel (False) instead."""
     shape = model_shape(recipe.model.base_model)
     workload = workload_of(recipe, layout, shape)
+    if eager_attention is not None:
+        workload = replace(workload, eager_attention=eager_attention)
 
     def fits_at(seq: int) -> bool:
         return fits(estimate_workload(shape, replace(workload, seq=seq), layout), gpu_memory_gib)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ossft.gptoss.facts import ATTENTION_PROJECTIONS, Shape, model_shape
+from ossft.gptoss.facts import ATTENTION_PROJECTIONS, FLEX_ATTENTION, Shape, model_shape
 from ossft.launch.memory import (
     BF16,
     HEADROOM_KEPT,
@@ -75,6 +75,10 @@ def suggestions(recipe, layout: Layout, e: Estimate, gpu_memory_gib: float) -> l
     optim = str(getattr(recipe.train.optim, "value", recipe.train.optim))
     if e.parts.get("optimizer states", 0) and "8bit" not in optim and not layout.deepspeed:
         ideas.append("8-bit AdamW moments, a quarter of fp32's: train.optim: adamw_torch_8bit (needs torchao)")
+    if recipe.model.attn_implementation == "eager":
+        ideas.append(
+            f"no [heads, seq, seq] attention scores: model.attn_implementation: {FLEX_ATTENTION} (GPU; exact, packs)"
+        )
     per_token = e.parts.get("activations", 0) + e.parts.get("LM head and loss", 0)
     over = e.reserved - gpu_memory_gib * GIB * (1 - HEADROOM_KEPT)
     if per_token * RESERVED_FACTOR > over:  # fewer tokens alone could close the gap
@@ -119,6 +123,7 @@ class PlanReport:
     estimate: Estimate
     gpu_memory: float  # GiB of one GPU
     longest: int  # the longest train.max_length that fits, 0 when not even 1,024 tokens do
+    longest_by_attention: dict[str, int]  # the same with eager attention and with a kernel (ossft_flex)
     micro_batch: int
     disk: tuple[float, float]  # bytes of one checkpoint and of the final save
     suggestions: list[str]  # what to change when it does not fit
@@ -146,7 +151,11 @@ class PlanReport:
     def longest_words(self) -> str:
         if not self.longest:
             return f"not even 1,024 tokens fit at micro-batch {self.micro_batch}"
-        return f"longest train.max_length that fits at micro-batch {self.micro_batch}: {self.longest:,} tokens"
+        others = ", ".join(f"{name} {n:,}" for name, n in self.longest_by_attention.items())
+        return (
+            f"longest train.max_length that fits at micro-batch {self.micro_batch}: {self.longest:,} tokens "
+            f"(by attention: {others})"
+        )
 
     def as_json(self) -> dict:
         """Bytes throughout; `parts` per GPU, `offloaded_to_cpu` per process."""
@@ -168,6 +177,7 @@ class PlanReport:
             "headroom": round(self.headroom, 4),
             "fits": self.fits,
             "longest_max_length": self.longest,
+            "longest_max_length_by_attention": self.longest_by_attention,
             "disk": {"checkpoint_bytes": round(self.disk[0]), "final_save_bytes": round(self.disk[1])},
             "suggestions": self.suggestions,
         }
@@ -188,6 +198,10 @@ def plan_report(recipe, gpus: int | None, nodes: int | None, gpu_memory_gib: flo
         e,
         memory,
         longest_sequence(recipe, layout, memory),
+        {
+            "eager": longest_sequence(recipe, layout, memory, eager_attention=True),
+            FLEX_ATTENTION: longest_sequence(recipe, layout, memory, eager_attention=False),
+        },
         recipe.train.per_device_train_batch_size,
         checkpoint_bytes(recipe, layout),
         suggestions(recipe, layout, e, memory),

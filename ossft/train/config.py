@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 from ossft.errors import UserError
+from ossft.gptoss.facts import DOCUMENT_AWARE_ATTENTIONS, FLEX_ATTENTION
+from ossft.launch.memory import is_packed
 from ossft.recipe.train_section import TRAIN_DEFAULTS
+
+# Lengths padded to a multiple of this under ossft_flex: the compiled kernel and its block masks are
+# specialised to each length, and packed rows change length every batch. 256 = two flex blocks;
+# padding-free pads are one-token documents, so the waste is their MLP work, under 256 tokens a row.
+LENGTH_BUCKET = 256
 
 
 def sft_config(recipe, has_eval: bool = False):
@@ -30,7 +38,8 @@ def sft_config(recipe, has_eval: bool = False):
     # pass over the autograd graph every step. gpt-oss uses every parameter each step (the experts
     # are stacked into single 3-D tensors, and the router always runs), so nothing is ever unused.
     values.setdefault("ddp_find_unused_parameters", False)
-    refuse_packing(values)
+    refuse_packing(values, recipe.model.attn_implementation)
+    values = with_packing_lengths(values, recipe.model.attn_implementation)
     if not gpu:
         refuse_gpu_only(recipe, values)
     if values.get("hub_token"):
@@ -44,16 +53,36 @@ def sft_config(recipe, has_eval: bool = False):
         raise UserError(f"train: the settings do not fit together: {exc}") from exc
 
 
-def refuse_packing(values: dict) -> None:
-    for key in ("packing", "padding_free"):
-        if values.get(key):
-            # GptOssModel builds its masks without position_ids: packed examples attend to each other
-            # (docs/traps.md#trap-2: logits off by up to 0.27 with eager attention).
-            raise UserError(
-                f"train.{key}: gpt-oss builds its attention masks without position_ids, so examples packed "
-                "into one sequence would attend to each other and train on a wrong context. Remove it; to "
-                "cut padding, batch examples of similar length with train.train_sampling_strategy: group_by_length."
-            )
+def refuse_packing(values: dict, attention: str) -> None:
+    packs = [key for key in ("packing", "padding_free") if values.get(key)]
+    if not packs:
+        return
+    if attention not in DOCUMENT_AWARE_ATTENTIONS:
+        # gpt-oss builds its masks without position_ids, so the others let packed examples attend to
+        # each other (docs/traps.md#trap-2).
+        raise UserError(
+            f"train.{packs[0]}: with model.attn_implementation {attention}, examples packed into one row would "
+            f"attend to each other and train on a wrong context. Use model.attn_implementation: {FLEX_ATTENTION} "
+            "(GPU) or eager, which keep each example to itself, or remove the option."
+        )
+    if values.get("packing") and values.get("packing_strategy") == "wrapped":
+        raise UserError(
+            "train.packing_strategy: wrapped cuts examples at row boundaries and lets the pieces attend to one "
+            "another. Use bfd (the default), which keeps every example whole and apart."
+        )
+
+
+def with_packing_lengths(values: dict, attention: str) -> dict:
+    """What packing needs beyond TRL's defaults."""
+    values = dict(values)
+    packed = is_packed(SimpleNamespace(**{k: values.get(k) for k in ("padding_free", "packing", "packing_strategy")}))
+    if packed and not values.get("packing"):
+        # TRL refuses padding_free without packing when max_length is set, since it would not truncate;
+        # ossft has already fitted every example to max_length (ossft/data/tokenize.py fit_length).
+        values["max_length"] = None
+    if attention == FLEX_ATTENTION:
+        values.setdefault("pad_to_multiple_of", LENGTH_BUCKET)
+    return values
 
 
 GPU_ONLY_OPTIMIZERS = ("8bit", "bnb", "paged", "apex")  # bitsandbytes and apex kernels are CUDA-only

@@ -36,6 +36,7 @@ class TrainingRun:
     measurements: object | None = None  # callbacks.Measurements: tokens, speed, peak memory
     replica_digests: list[str] | None = None  # trained weights of each data-parallel rank, see replica_digests()
     distributed: str | None = None  # how the processes shared the model, see distribution()
+    attention: dict | None = None  # the attention trained with, and its check on the GPU, see attention_choice()
 
     @property
     def output_dir(self) -> Path:
@@ -70,6 +71,7 @@ def prepare_trainer(recipe, on_status=print, data_progress=None):
     # lora_A differs from run to run and no two runs of one recipe train the same weights.
     set_seed(args.seed)
     network = model.apply_lora(model.load_model(recipe), recipe)
+    attention = attention_choice(network, recipe, args.device, on_status)
     trainable, total = model.parameter_counts(network)
     on_status(f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.2f}%)")
     trainer = MeteredSFTTrainer(
@@ -81,7 +83,21 @@ def prepare_trainer(recipe, on_status=print, data_progress=None):
         callbacks=[LossPlotCallback(), CheckpointMarker(resume.run_identity(recipe, prepared.train))],
         guard=RunGuard(recipe.guards.max_nonfinite_losses),
     )
-    return trainer, prepared, trainable, total
+    return trainer, prepared, trainable, total, attention
+
+
+def attention_choice(network, recipe, device, on_status) -> dict:
+    """ossft_flex is compiled for the GPU it runs on; a few seconds there check it against eager
+    attention before any step trusts it, and a disagreement falls back to eager (sink_attention.py)."""
+    from ossft.launch.memory import is_packed
+    from ossft.model.sink_attention import choose_attention
+
+    if device.type == "cpu":
+        chosen = {"attention": network.config._attn_implementation}
+    else:
+        chosen = choose_attention(network, device)
+        on_status(chosen.get("note", f"attention: {chosen['attention']}"))
+    return {**chosen, "packed": is_packed(recipe.train)}
 
 
 def replica_digests(trainer) -> list[str] | None:
@@ -185,7 +201,7 @@ def warn_if_too_big(recipe, trainer, on_status) -> None:
 
 
 def run_training(recipe, on_status=print, check_disk: bool = True, data_progress=None) -> TrainingRun:
-    trainer, prepared, trainable, total = prepare_trainer(recipe, on_status, data_progress)
+    trainer, prepared, trainable, total, attention = prepare_trainer(recipe, on_status, data_progress)
     refuse_lone_rank(trainer.accelerator)  # before anything is written to the output folder
     output = Path(recipe.output.dir)
     warn_if_too_big(recipe, trainer, on_status)
@@ -215,7 +231,7 @@ def run_training(recipe, on_status=print, check_disk: bool = True, data_progress
     trainer.save_state()
     replicas = replica_digests(trainer)
     measured = trainer.meter.measure(trainer)
-    run = TrainingRun(recipe, trainer, prepared, trainable, total, wall, measured, replicas, distributed)
+    run = TrainingRun(recipe, trainer, prepared, trainable, total, wall, measured, replicas, distributed, attention)
     if main:
         write_run_outputs(run)  # summary.json, loss.png, then README.md over TRL's and PEFT's cards
     leave_process_group(trainer)

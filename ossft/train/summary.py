@@ -54,6 +54,7 @@ def summarize(run) -> dict:
         "peak_gpu_memory": measured.peak_gpu if measured else [],
         "processes": run.trainer.accelerator.num_processes,
         "distributed": run.distributed,
+        "attention": run.attention,
         # DDP only: every rank's digest of its trained weights; all equal when the replicas agree.
         "replicas_identical": len(set(run.replica_digests)) == 1 if run.replica_digests else None,
         "replica_digests": run.replica_digests,
