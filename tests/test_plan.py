@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from ossft.launch import memory, plan
@@ -102,7 +104,7 @@ def test_loss_memory_follows_trls_fused_lm_head():
     assert loss_part("train.label_smoothing_factor=0.1") == 4096 * 201_088 * (2 + 4 + 4)
 
 
-@pytest.mark.parametrize(("attention", "longest"), [("eager", 8192), ("flex_attention", 73_728)], ids=["eager", "flex"])
+@pytest.mark.parametrize(("attention", "longest"), [("eager", 8192), ("ossft_flex", 73_728)], ids=["eager", "flex"])
 def test_longest_sequence_is_the_last_multiple_that_fits(attention, longest):
     # 20b, LoRA on attention and every expert, micro-batch 1, one 80 GiB GPU: eager attention's
     # [heads, seq, seq] scores stop it early; pinned so that a change of the estimate shows up here.
@@ -118,16 +120,30 @@ def test_longest_sequence_is_the_last_multiple_that_fits(attention, longest):
     assert reserved_at(found) <= 0.95 * 80 * memory.GIB < reserved_at(found + 1024)
 
 
+def test_the_plan_counts_eager_scores_over_a_packed_row_and_none_with_flex():
+    recipe = load_recipe(LORA_1GPU, ["train.per_device_train_batch_size=4", "train.max_length=2048"])
+    shape = memory.model_shape("openai/gpt-oss-20b")
+    work = memory.workload_of(recipe, plan.layout_for(recipe), shape)
+    assert work.packed and not work.eager_attention  # the recipe: ossft_flex with packing
+    heads, scores_and_softmax = 64, 2 + 4
+    padded_eager = replace(work, eager_attention=True, packed=False)
+    assert memory._attention_memory(shape, padded_eager) == 4 * heads * 2048 * 2048 * scores_and_softmax
+    # Packed, the 4 rows are one row of 8,192 tokens: eager's scores grow 4x.
+    assert memory._attention_memory(shape, replace(work, eager_attention=True)) == heads * 8192**2 * scores_and_softmax
+    # Flex: the fp32 lse of each query and head, and 2 block masks of 4 int32 [64, 64] block tables.
+    assert memory._attention_memory(shape, work) == 8192 * heads * 4 + 2 * 4 * 64 * 64 * 4
+
+
 def test_plan_prints_the_longest_sequence(cli):
-    result = cli("plan", LORA_1GPU, "--set", "model.attn_implementation=flex_attention", "--set", "lora.experts=all")
+    result = cli("plan", LORA_1GPU, "--set", "lora.experts=all")
     assert result.exit_code == 0, result.output
-    assert "longest train.max_length that fits at micro-batch 4: " in result.stdout
+    assert "longest train.max_length that fits at micro-batch 4: 17,408 tokens (by attention: eager 1,024, ossft_flex 17,408)" in " ".join(result.stdout.split())
     tiny_gpu = cli("plan", LORA_1GPU, "--gpu-memory", "40")
     assert "not even 1,024 tokens fit at micro-batch 4" in tiny_gpu.stdout
 
 
 def test_longest_sequence_stops_at_its_cap():
-    recipe = load_recipe(LORA_1GPU, ["model.attn_implementation=flex_attention", "train.per_device_train_batch_size=1"])
+    recipe = load_recipe(LORA_1GPU, ["train.per_device_train_batch_size=1"])
     # 10 TiB of GPU memory: everything fits, and the search stops at its cap, which itself fits.
     assert memory.longest_sequence(recipe, plan.layout_for(recipe), 10 * 1024) == memory.MAX_SEQUENCE
 
