@@ -596,3 +596,20 @@ def test_progress_counts_every_example_in_order(tokenizer, tiny_model_dir, num_p
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) >= 4
     alone = prepare.prepare_data(recipe, tokenizer, use_cache=False)
     assert alone.train["input_ids"] == prepared.train["input_ids"]  # progress changes nothing
+
+
+def test_packing_settings_reach_trl(quickstart_recipe):
+    from ossft.train.config import LENGTH_BUCKET, sft_config, with_packing_lengths
+
+    recipe = quickstart_recipe.model_copy(deep=True)
+    recipe.train.padding_free = True
+    flat = sft_config(recipe)
+    # TRL would refuse padding_free without packing under a max_length; ossft has cut the examples already.
+    assert flat.padding_free and flat.max_length is None and flat.pad_to_multiple_of is None
+    recipe.train.padding_free, recipe.train.packing = False, True
+    packed = sft_config(recipe)
+    assert packed.packing and packed.max_length == 512  # the length of the packed rows
+    # ossft_flex (GPU only, so checked on the values) buckets lengths unless the recipe chose its own.
+    assert with_packing_lengths({"packing": True}, "ossft_flex")["pad_to_multiple_of"] == LENGTH_BUCKET
+    assert with_packing_lengths({"packing": True, "pad_to_multiple_of": 64}, "ossft_flex")["pad_to_multiple_of"] == 64
+    assert "pad_to_multiple_of" not in with_packing_lengths({"packing": True}, "eager")

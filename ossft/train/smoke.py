@@ -19,6 +19,7 @@ from ossft.model.tiny import TinySpec
 from ossft.train.config import GPU_ONLY_OPTIMIZERS
 
 SMOKE_STEPS = 3
+SMOKE_MAX_LENGTH = 256
 SMOKE_PROCESSES = 2  # enough to exercise data parallelism; more only slows a 2-core machine
 # Bundled samples in the column layout of each data format (see scripts/make_*sample*.py).
 SAMPLES = {
@@ -53,7 +54,7 @@ def smoke_recipe(recipe, tiny_model: Path):
     smoke.model.tokenizer = None  # the tiny model's own
     smoke.model.dtype = "float32"  # CPUs train in fp32; bf16 on CPU is slow and inexact
     if smoke.model.attn_implementation not in (None, "eager"):
-        notes.append(f"attention {smoke.model.attn_implementation} -> eager (the others need GPU kernels)")
+        notes.append(f"attention {smoke.model.attn_implementation} -> eager (compiled kernels need a GPU; eager keeps packed examples apart too)")
         smoke.model.attn_implementation = "eager"
     if smoke.lora is not None and isinstance(smoke.lora.experts, list):
         scaled = scaled_layers(smoke.lora.experts, real_layers, TinySpec().layers)
@@ -118,6 +119,12 @@ def _cpu_train_settings(train) -> list[str]:
     notes = []
     train.max_steps = SMOKE_STEPS
     train.logging_steps = 1
+    if train.max_length and train.max_length > SMOKE_MAX_LENGTH:
+        # Packed rows under CPU eager attention hold [heads, row, row] scores: with rows of 2048 a smoke
+        # run took a minute here instead of seconds. The bundled samples' examples (148-216 tokens with
+        # the tiny tokenizer) fit this length whole.
+        notes.append(f"train.max_length {train.max_length} -> {SMOKE_MAX_LENGTH} (CPU eager attention)")
+        train.max_length = SMOKE_MAX_LENGTH
     for key in ("bf16", "fp16", "tf32"):
         if getattr(train, key, None):
             notes.append(f"train.{key} -> off (CPU)")
