@@ -172,3 +172,15 @@ def test_the_self_check_passes_the_kernel_and_fails_a_broken_one():
     broken = sink_attention.check_kernel("cpu", attend=without_sink)
     assert not broken.passed
     assert broken.output_error > 0.3 and "differs from" in broken.describe()
+
+
+def test_block_masks_are_reused_per_layout_and_the_oldest_dropped():
+    masks = BlockMasks(kept=2)
+    cu = torch.tensor([0, 100, 256], dtype=torch.int32)
+    first = masks.get(document_ids(256, cu_seq_lens=cu), None, 64)
+    assert masks.get(document_ids(256, cu_seq_lens=cu.clone()), None, 64) is first  # same layout, new tensors
+    other_window = masks.get(document_ids(256, cu_seq_lens=cu), None, None)
+    assert other_window is not first
+    other_documents = masks.get(document_ids(256, cu_seq_lens=torch.tensor([0, 101, 256], dtype=torch.int32)), None, 64)
+    assert other_documents is not first and len(masks.masks) == 2
+    assert masks.get(document_ids(256, cu_seq_lens=cu), None, 64) is not first  # dropped, built again
