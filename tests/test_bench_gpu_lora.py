@@ -23,6 +23,25 @@ def test_gpu_benchmark_runs_both_configs_on_cpu(tmp_path):
     assert re.search(r"ossft / cookbook tokens/s: \*\*\d+\.\d\d\*\*", section)
 
 
+def test_packed_flex_against_the_padded_cookbook_on_cpu(tmp_path):
+    # --cpu-flex-backward: flex's unfused path, torch's CPU refusal lifted in this process only.
+    args = ("--shape", "tiny", "--seq", "256", "--steps", "4", "--warmup", "1", "--packing", "--attn", "ossft_flex")
+    args += ("--cpu-flex-backward", "--out", str(tmp_path / "out"))
+    section = run_bench_script("gpu_lora.py", tmp_path / "bench.md", *args)
+    assert "examples of seq/2, seq/4, seq/8, seq/8 tokens, padded by the cookbook, packed by ossft" in section
+    assert re.search(r"\| cookbook \| [\d,]+ \| nan \| nan \| \d+\.\d\d% \| eager \| padded \|", section), section
+    assert re.search(r"\| ossft \| [\d,]+ \| nan \| nan \| \d+\.\d\d% \| ossft_flex \| packed \|", section), section
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_flex_on_cpu_needs_the_backward_lifted(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "scripts/bench/gpu_lora.py", "--shape", "tiny", "--attn", "ossft_flex", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--cpu-flex-backward" in done.stderr
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
 def test_gpu_shapes_are_refused_without_a_gpu(tmp_path):
     done = subprocess.run(
@@ -60,3 +79,10 @@ def test_longest_sequence_probe_finds_where_memory_runs_out(tmp_path):
     assert all(fits == (seq <= longest) for seq, fits in attempts.items()), attempts  # one boundary
     assert min(failed) - longest <= 2048, attempts
     assert f"Longest: **{longest:,} tokens**, peak reserved nan GiB." in section
+
+
+def test_longest_sequence_probe_stops_at_its_time_box(tmp_path):
+    # Not even the first length's process can start in 1 s: it is stopped, and the section says so.
+    args = ("--shape", "tiny", "--longest", "--seq", "256", "--time-box", "1", "--out", str(tmp_path / "out"))
+    section = run_bench_script("gpu_lora.py", tmp_path / "bench.md", *args)
+    assert "- Tried: ." in section and "Not even 256 tokens trained in the time box." in section
