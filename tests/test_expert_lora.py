@@ -11,7 +11,7 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.layer import ParamWrapper
 from transformers import AutoModelForCausalLM
 
-from ossft.model import expert_lora
+from ossft.model import expert_kernels, expert_lora
 from ossft.model.expert_lora import RoutedExpertsLora, use_routed_expert_lora
 from ossft.model.load import apply_lora
 from ossft.model.tiny import TinySpec, write_tiny_model
@@ -87,12 +87,12 @@ def test_grouped_gemm_matches_the_per_expert_loop(tiny2_dir, monkeypatch):
     # float32 on CPU takes torch's grouped_mm; the loop is the reference it must agree with.
     _, routed = stacked_and_routed(tiny2_dir, torch.float32)
     experts = routed.get_base_model().model.layers[0].mlp.experts.get_base_layer()
-    assert expert_lora.grouped_mm_usable(experts.gate_up_proj)
+    assert expert_kernels.grouped_mm_usable(experts.gate_up_proj)
     grouped = routed(**batch())
     grouped.loss.backward()
     grouped_grads = {k: v.clone() for k, v in lora_grads(routed).items()}
     routed.zero_grad()
-    monkeypatch.setattr(expert_lora, "grouped_mm_usable", lambda weight: False)
+    monkeypatch.setattr(expert_kernels, "grouped_mm_usable", lambda weight: False)
     looped = routed(**batch())
     looped.loss.backward()
     assert torch.allclose(grouped.logits, looped.logits, rtol=0, atol=1e-5)

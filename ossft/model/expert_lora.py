@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from peft.tuners.lora.layer import ParamWrapper
 
+from ossft.model import expert_kernels
+
 # CUDA's grouped GEMM wants every row stride 16-byte aligned: a rank of 8 in bf16. The factors are
 # padded with zero columns up to that, which changes no product.
 RANK_ALIGNMENT = 8
@@ -27,6 +29,11 @@ class RoutedExpertsLora(ParamWrapper):
     def forward(self, hidden_states, router_indices=None, routing_weights=None):
         chain = wrapper_chain(self)
         if not routed_applies(chain):
+            if any(hasattr(self.get_base_layer(), f"{name}_blocks") for name in chain):
+                raise RuntimeError(
+                    "experts kept in MXFP4 run only through ossft's routed LoRA: one active adapter, unmerged "
+                    "(model.mxfp4_experts: false for anything else)."
+                )
             return super().forward(hidden_states, router_indices, routing_weights)
         return routed_experts_forward(chain, hidden_states, router_indices, routing_weights)
 
@@ -54,39 +61,12 @@ def routed_applies(chain: dict[str, ParamWrapper]) -> bool:
 
 
 def routed_experts_forward(chain: dict[str, ParamWrapper], hidden_states, router_indices, routing_weights):
-    """gpt-oss's expert MLP (transformers' GptOssExperts: interleaved gate/up, biases, clamped SwiGLU) with
-    the tokens sorted by expert and each projection one grouped GEMM, as transformers' grouped_mm path."""
-    import torch
-
     experts = next(iter(chain.values())).get_base_layer()
-    tokens, hidden = hidden_states.shape
-    top_k = router_indices.shape[-1]
-    expert_ids, order = torch.sort(router_indices.reshape(-1))
-    rows = hidden_states[order // top_k]
-    counts = tokens_per_expert(expert_ids, experts.num_experts)
-
-    def project(x, name: str):
-        weight = getattr(experts, name)
-        out = grouped_matmul(x, weight, counts) + getattr(experts, f"{name}_bias")[expert_ids]
-        wrapper = chain.get(name)
-        if wrapper is not None:
-            adapter = next(a for a in wrapper.active_adapters if a in wrapper.lora_A)
-            down, up, scaling = lora_factors(wrapper, adapter)
-            out = out + scaling * grouped_matmul(grouped_matmul(x, down, counts), up, counts)
-        return out
-
-    gated = experts._apply_gate(project(rows, "gate_up_proj"))
-    weighted = project(gated, "down_proj") * routing_weights.reshape(-1)[order].unsqueeze(-1)
-    unsorted = torch.empty_like(weighted).index_copy_(0, order, weighted)
-    return unsorted.view(tokens, top_k, hidden).sum(dim=1).to(hidden_states.dtype)
-
-
-def tokens_per_expert(expert_ids, num_experts: int):
-    import torch
-
-    # histc, as transformers does: bincount breaks CUDA graphs, and histc takes floats only on CPU.
-    values = expert_ids.float() if expert_ids.device.type in ("cpu", "mps") else expert_ids.int()
-    return torch.histc(values, bins=num_experts, min=0, max=num_experts - 1).to(torch.int64)
+    adapters = {}
+    for name, wrapper in chain.items():
+        adapter = next(a for a in wrapper.active_adapters if a in wrapper.lora_A)
+        adapters[name] = lora_factors(wrapper, adapter)
+    return expert_kernels.routed_experts_forward(experts, hidden_states, router_indices, routing_weights, adapters)
 
 
 def lora_factors(wrapper: ParamWrapper, adapter: str):
@@ -99,29 +79,6 @@ def lora_factors(wrapper: ParamWrapper, adapter: str):
     if pad:
         down, up = F.pad(down, (0, pad)), F.pad(up, (0, 0, 0, pad))
     return down.contiguous(), up.contiguous(), scaling
-
-
-def grouped_matmul(x, weight, counts):
-    """Rows of `x`, sorted by expert with `counts[e]` rows for expert e, each times `weight[e]`."""
-    import torch
-
-    x = x.to(weight.dtype)  # under autocast the input may still be fp32; the grouped GEMM does not cast
-    if grouped_mm_usable(weight):
-        offsets = torch.cumsum(counts, dim=0, dtype=torch.int32)
-        return torch.nn.functional.grouped_mm(x, weight, offs=offsets)
-    parts = x.split(counts.tolist())
-    return torch.cat([part @ weight[e] for e, part in enumerate(parts)])
-
-
-def grouped_mm_usable(weight) -> bool:
-    import torch
-
-    if not hasattr(torch.nn.functional, "grouped_mm"):
-        return False
-    if weight.device.type == "cuda":
-        # the CUDA kernel is bf16 only, SM80 and newer
-        return weight.dtype == torch.bfloat16 and torch.cuda.get_device_capability(weight.device) >= (8, 0)
-    return weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
 
 
 def use_routed_expert_lora(model) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ossft.gptoss.facts import ATTENTION_PROJECTIONS, ATTENTIONS
 from ossft.harmony.render import KNOWLEDGE_CUTOFF, MODEL_IDENTITY
@@ -30,6 +30,11 @@ class ModelSection(Section):
         "memory linear in seq. Both keep packed documents apart; the others do not (docs/traps.md#trap-2).",
     )
     experts_implementation: Literal["eager", "batched_mm", "grouped_mm"] | None = None
+    mxfp4_experts: bool = Field(
+        False,
+        description="LoRA from an MXFP4 checkpoint: keep the frozen expert weights in MXFP4 (a quarter of bf16's "
+        "memory) and dequantize each layer's just in time; same results (ossft/model/mxfp4_experts.py).",
+    )
     trust_remote_code: bool = False
 
     @field_validator("attn_implementation", mode="before")
@@ -207,3 +212,19 @@ class Recipe(Section):
     output: OutputSection = Field(default_factory=OutputSection)
     guards: GuardsSection = Field(default_factory=GuardsSection)
     launch: LaunchSection = Field(default_factory=LaunchSection)
+
+    @model_validator(mode="after")
+    def _mxfp4_experts_need_frozen_routed_experts(self):
+        if not self.model.mxfp4_experts:
+            return self
+        if self.lora is None:
+            raise ValueError(
+                "model.mxfp4_experts: full fine-tuning trains the expert weights, which must then be real "
+                "tensors; keep MXFP4 experts for LoRA (add a lora: section) or set it to false"
+            )
+        if self.lora.experts != "none" and self.lora.experts_delta == "stacked":
+            raise ValueError(
+                "model.mxfp4_experts: lora.experts_delta stacked adds A·B to the whole bf16 expert stack; "
+                "use routed (the default)"
+            )
+        return self

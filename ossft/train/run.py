@@ -70,7 +70,7 @@ def prepare_trainer(recipe, on_status=print, data_progress=None):
     # The Trainer seeds only when it is built, after the model: without this, LoRA's random init of
     # lora_A differs from run to run and no two runs of one recipe train the same weights.
     set_seed(args.seed)
-    network = model.apply_lora(model.load_model(recipe), recipe)
+    network = model.keep_frozen_experts_in_mxfp4(model.apply_lora(model.load_model(recipe), recipe), recipe)
     attention = attention_choice(network, recipe, args.device, on_status)
     trainable, total = model.parameter_counts(network)
     on_status(f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.2f}%)")
