@@ -65,3 +65,30 @@ def test_mxfp4_experts_train_as_the_dequantized_ones(mxfp4_model, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads((exported / "config.json").read_text())
     assert config["quantization_config"]["quant_method"] == "mxfp4"
+
+
+@pytest.fixture(scope="module")
+def dense_ddp(mxfp4_model, tmp_path_factory):
+    from tests.test_fsdp2 import train as train_ranks
+    from tests.test_fsdp2 import train_command
+
+    out = tmp_path_factory.mktemp("dense") / "dense-ddp"
+    train_ranks(train_command(mxfp4_model, out, "ddp", "model.mxfp4_experts=false"))
+    return out
+
+
+@pytest.mark.parametrize("config", ["ddp", "fsdp2", "zero3"])
+def test_mxfp4_experts_on_two_processes_train_as_dense_ddp(mxfp4_model, dense_ddp, tmp_path, config):
+    """The uint8 blocks and scales are buffers, not parameters: FSDP2 and ZeRO-3 shard the rest and leave
+    them whole on each rank, as DDP does."""
+    from tests.test_fsdp2 import assert_losses_close, train_command
+    from tests.test_fsdp2 import train as train_ranks
+
+    if config == "zero3":
+        pytest.importorskip("deepspeed")
+    kept = tmp_path / f"kept-{config}"
+    train_ranks(train_command(mxfp4_model, kept, config, "model.mxfp4_experts=true"))
+    assert_losses_close(kept, dense_ddp)
+    distributed = json.loads((kept / "summary.json").read_text())["distributed"]
+    expected = {"ddp": "DDP over 2", "fsdp2": "FSDP2 over 2", "zero3": "DEEPSPEED over 2"}[config]
+    assert distributed.startswith(expected), distributed
