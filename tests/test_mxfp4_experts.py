@@ -88,7 +88,7 @@ def test_mxfp4_experts_give_the_dequantized_paths_logits_and_lora_gradients(mxfp
 
 def test_chunks_of_experts_change_nothing(mxfp4_dir, monkeypatch):
     whole = logits_and_grads(lora_model(mxfp4_dir, "float32", True))
-    monkeypatch.setattr(expert_kernels, "DEQUANTIZED_CHUNK_BYTES", 1)  # one expert at a time
+    monkeypatch.setattr(expert_kernels.facts, "DEQUANTIZED_CHUNK_BYTES", 1)  # one expert at a time
     assert largest_difference(whole, logits_and_grads(lora_model(mxfp4_dir, "float32", True))) < 1e-5
 
 

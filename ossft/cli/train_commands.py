@@ -69,7 +69,7 @@ def _recipe_to_train(recipe: Path, overrides: list[str], smoke: bool):
         return resolved
     from ossft.train.smoke import ensure_tiny_model, smoke_recipe
 
-    resolved, notes = smoke_recipe(resolved, ensure_tiny_model())
+    resolved, notes = smoke_recipe(resolved, ensure_tiny_model(mxfp4=resolved.model.mxfp4_experts))
     for line in notes:
         status(line)
     return resolved

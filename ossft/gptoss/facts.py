@@ -22,6 +22,12 @@ DOCUMENT_AWARE_ATTENTIONS = ("eager", FLEX_ATTENTION)
 # What a recipe may name: sdpa is not here, it cannot add gpt-oss's per-head sink logit.
 ATTENTIONS = (*DOCUMENT_AWARE_ATTENTIONS, "flex_attention", "kernels-community/vllm-flash-attn3")
 
+# MXFP4 expert weights: 16 bytes of FP4 codes and one e8m0 scale byte per block of 32 weights (4.25 bits).
+MXFP4_BYTES_PER_WEIGHT = 17 / 32
+# Experts kept in MXFP4 while training dequantize at most this many bytes of weights at once
+# (ossft/model/expert_kernels.py): one 120b layer's gate_up_proj is 3.4 GB in bf16, 20b's 1.06 GB.
+DEQUANTIZED_CHUNK_BYTES = 512 * 2**20
+
 # Shapes of the released models (their config.json), so a plan needs no download.
 PUBLISHED = {
     "openai/gpt-oss-20b": {"layers": 24, "experts": 32, "top_k": 4},

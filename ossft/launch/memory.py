@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ossft.gptoss.facts import Shape, model_shape
+from ossft.gptoss.facts import DEQUANTIZED_CHUNK_BYTES, MXFP4_BYTES_PER_WEIGHT, Shape, model_shape
 from ossft.units import GIB
 
 BF16 = 2
@@ -52,6 +52,7 @@ class Workload:
     offload_activations: bool = False
     eager_attention: bool = True  # eager materializes the [heads, seq, seq] scores; flex and flash kernels do not
     packed: bool = False  # the micro-batch flattened into one row (TRL's padding_free / bfd packing)
+    mxfp4_experts: bool = False  # frozen expert weights held as MXFP4 and dequantized a chunk at a time
     full_logits: bool = True  # False: a fused / chunked cross-entropy never holds [tokens, vocab]
     routed_experts: bool = True  # False: every token through every expert (transformers' eager experts)
     stacked_expert_lora: bool = False  # PEFT's whole-stack delta; the routed one adds only [tokens, r]
@@ -172,6 +173,7 @@ def workload_of(recipe, layout: Layout, shape: Shape) -> Workload:
         checkpointing=bool(train.activation_checkpointing or train.gradient_checkpointing),
         eager_attention=recipe.model.attn_implementation == "eager",
         packed=is_packed(train),
+        mxfp4_experts=bool(recipe.model.mxfp4_experts),
         full_logits=bool(train.label_smoothing_factor),
         routed_experts=recipe.model.experts_implementation != "eager",
         stacked_expert_lora=recipe.lora is not None
@@ -195,8 +197,11 @@ def static_parts(shape: Shape, w: Workload, layout: Layout) -> dict[str, float]:
     """Weights, gradients and optimizer states one process holds, wherever they are."""
     share = layout.gpus if layout.sharded else 1
     frozen = shape.total_params if w.adapter else shape.total_params - w.trainable
+    # MXFP4 experts are buffers, which neither FSDP2 nor ZeRO-3 shards: every process holds them whole.
+    whole = shape.layers * expert_weights(shape) * MXFP4_BYTES_PER_WEIGHT if w.mxfp4_experts else 0
+    sharded = frozen - (shape.layers * expert_weights(shape) if w.mxfp4_experts else 0)
     return {
-        "weights": (frozen * w.frozen_bytes + w.trainable * w.trained_bytes) / share,
+        "weights": whole + (sharded * w.frozen_bytes + w.trainable * w.trained_bytes) / share,
         "gradients": w.trainable * w.trained_bytes / share,
         "optimizer states": w.trainable * w.optimizer_bytes / share,
     }
@@ -270,6 +275,11 @@ def _attention_memory(shape: Shape, w: Workload) -> float:
     return rows * length * shape.heads * FP32 + 2 * 4 * rows * blocks * blocks * FP32
 
 
+def expert_weights(shape: Shape) -> int:
+    """One layer's expert weights without their biases (which stay bf16 in MXFP4 checkpoints)."""
+    return shape.experts * 3 * shape.hidden * shape.intermediate
+
+
 def _beyond_attention(shape: Shape, w: Workload, tokens: int) -> float:
     through = tokens * (shape.top_k if w.routed_experts else shape.experts)
     # gate_up output (2I), the gated product (I), down output (H): kept for backward, plus their gradients
@@ -279,7 +289,11 @@ def _beyond_attention(shape: Shape, w: Workload, tokens: int) -> float:
     # Training the experts themselves: their weight gradient exists whole, for experts no token
     # reached too, and autograd holds a second buffer while it accumulates the per-expert parts.
     expert_grads = 2 * shape.expert_params * BF16 if w.trainable == shape.total_params else 0
-    return experts + lora_delta + expert_grads + 6 * tokens * shape.hidden * BF16
+    # MXFP4 experts: one chunk dequantized for the forward's GEMM, and in the backward the chunk and its
+    # transposed copy (expert_kernels.dequantized_grouped_matmul).
+    projection = shape.experts * 2 * shape.hidden * shape.intermediate * BF16  # gate_up, the larger one
+    dequantized = 2 * min(projection, DEQUANTIZED_CHUNK_BYTES) if w.mxfp4_experts else 0
+    return experts + lora_delta + expert_grads + dequantized + 6 * tokens * shape.hidden * BF16
 
 
 HEADROOM_KEPT = 0.05  # of the GPU, for what no estimate sees

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ossft.gptoss import facts
 from ossft.gptoss.mxfp4 import BLOCK, unpack
-
-# At most this many bytes of dequantized expert weights exist at once: one 120b layer's gate_up_proj is
-# 3.4 GB in bf16 (128 experts), 20b's 1.06 GB (32 experts); a chunk bounds the transient for any count.
-DEQUANTIZED_CHUNK_BYTES = 512 * 2**20
 
 
 def routed_experts_forward(experts, hidden_states, router_indices, routing_weights, adapters: dict | None = None):
@@ -75,8 +72,8 @@ def grouped_mm_usable(weight) -> bool:
 
 
 def expert_chunks(num_experts: int, expert_bytes: int) -> list[tuple[int, int]]:
-    """[start, stop) ranges of experts whose dequantized weights fit DEQUANTIZED_CHUNK_BYTES (one at least)."""
-    per_chunk = max(1, DEQUANTIZED_CHUNK_BYTES // max(expert_bytes, 1))
+    """[start, stop) ranges of experts whose dequantized weights fit facts.DEQUANTIZED_CHUNK_BYTES (one at least)."""
+    per_chunk = max(1, facts.DEQUANTIZED_CHUNK_BYTES // max(expert_bytes, 1))
     return [(start, min(start + per_chunk, num_experts)) for start in range(0, num_experts, per_chunk)]
 
 

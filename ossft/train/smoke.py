@@ -30,18 +30,19 @@ SAMPLES = {
 KNOWN_FORMATS = {"HuggingFaceH4/Multilingual-Thinking": "multilingual_thinking"}
 
 
-def tiny_model_path() -> Path:
+def tiny_model_path(mxfp4: bool = False) -> Path:
     root = os.environ.get("OSSFT_CACHE") or Path.home() / ".cache" / "ossft"
-    return Path(root) / "smoke" / f"tiny-gpt-oss-seed{TinySpec().seed}"
+    return Path(root) / "smoke" / f"tiny-gpt-oss{'-mxfp4' if mxfp4 else ''}-seed{TinySpec().seed}"
 
 
-def ensure_tiny_model() -> Path:
-    """The tiny model the smoke runs train, made once (byte-identical each time it is made)."""
+def ensure_tiny_model(mxfp4: bool = False) -> Path:
+    """The tiny model the smoke runs train, made once (byte-identical each time it is made); with its
+    experts stored as MXFP4 for recipes that keep them so (model.mxfp4_experts)."""
     from ossft.model.tiny import write_tiny_model
 
-    path = tiny_model_path()
+    path = tiny_model_path(mxfp4)
     if not (path / "config.json").is_file():
-        write_tiny_model(path)
+        write_tiny_model(path, mxfp4=mxfp4)
     return path
 
 
