@@ -25,12 +25,10 @@ def mxfp4_dir(tmp_path_factory):
     return write_tiny_model(tmp_path_factory.mktemp("mx") / "tiny-mxfp4", TinySpec(layers=2, experts=8), mxfp4=True)
 
 
-def recipe_for(folder, dtype: str, mxfp4_experts: bool, experts="all"):
-    overrides = [
-        f"model.base_model={folder}",
-        f"model.dtype={dtype}",
-        f"model.mxfp4_experts={str(mxfp4_experts).lower()}",
-    ]
+def recipe_for(folder, dtype: str, mxfp4_experts: bool | None, experts="all"):
+    overrides = [f"model.base_model={folder}", f"model.dtype={dtype}"]
+    if mxfp4_experts is not None:  # None: the default for this checkpoint
+        overrides.append(f"model.mxfp4_experts={str(mxfp4_experts).lower()}")
     return load_recipe(REPO / "recipes" / "quickstart.yaml", [*overrides, f"lora.experts={experts}"])
 
 
@@ -147,3 +145,25 @@ def test_full_fine_tuning_and_a_dense_checkpoint_are_refused(mxfp4_dir, tiny_mod
         )
     with pytest.raises(UserError, match="has no MXFP4 experts"):
         load_model(recipe_for(tiny_model_dir, "float32", True))
+
+
+@pytest.mark.parametrize(
+    ("recipe", "overrides", "expected"),
+    [
+        ("gpt-oss-20b-lora-1gpu.yaml", [], True),  # LoRA from the released MXFP4 checkpoint, one GPU
+        ("gpt-oss-20b-lora-2gpu.yaml", [], True),  # DDP: each GPU holds the whole model anyway
+        ("gpt-oss-120b-lora-8gpu.yaml", [], False),  # FSDP2 shards bf16 weights, not MXFP4 buffers
+        ("gpt-oss-20b-lora-zero3-8gpu.yaml", [], False),
+        ("gpt-oss-20b-full-8gpu.yaml", [], False),  # full fine-tuning trains the experts
+        ("gpt-oss-20b-lora-1gpu.yaml", ["model.mxfp4_experts=false"], False),
+        ("gpt-oss-20b-lora-1gpu.yaml", ["lora.experts_delta=stacked"], False),
+        ("gpt-oss-120b-lora-8gpu.yaml", ["model.mxfp4_experts=true"], True),  # asked for: kept
+    ],
+)
+def test_which_runs_keep_their_experts_in_mxfp4_by_default(recipe, overrides, expected):
+    assert load_recipe(REPO / "recipes" / recipe, overrides).experts_in_mxfp4() is expected
+
+
+def test_a_local_checkpoint_counts_by_its_config(mxfp4_dir, tiny_model_dir):
+    assert recipe_for(mxfp4_dir, "float32", None).experts_in_mxfp4() is True
+    assert recipe_for(tiny_model_dir, "float32", None).experts_in_mxfp4() is False

@@ -65,10 +65,13 @@ def test_layouts_come_from_the_accelerate_configs():
 
 def test_plan_says_what_to_change_when_it_does_not_fit(cli):
     recipe = REPO / "recipes" / "gpt-oss-20b-lora-1gpu.yaml"
-    fits = cli("plan", recipe)
+    bf16_experts = ("--set", "model.mxfp4_experts=false")
+    fits = cli("plan", recipe, *bf16_experts)
     assert fits.exit_code == 0, fits.output
     assert "fits on 79.6 GiB GPUs" in fits.stdout and "weights" in fits.stdout and "39.0 GiB" in fits.stdout
-    small = cli("plan", recipe, "--gpu-memory", "48")
+    # By default a LoRA run keeps the MXFP4 experts so: 19.1B expert weights at 17/32 bytes, the rest bf16.
+    assert "│ weights                     │ 12.9 GiB │" in cli("plan", recipe).stdout
+    small = cli("plan", recipe, "--gpu-memory", "48", *bf16_experts)
     text = " ".join(small.stdout.split())
     assert small.exit_code == 0 and "does not fit on 48 GiB GPUs" in text
     assert "shard the weights over several GPUs: launch.accelerate_config: fsdp2" in text
@@ -109,6 +112,7 @@ def test_longest_sequence_is_the_last_multiple_that_fits(attention, longest):
     # 20b, LoRA on attention and every expert, micro-batch 1, one 80 GiB GPU: eager attention's
     # [heads, seq, seq] scores stop it early; pinned so that a change of the estimate shows up here.
     overrides = [f"model.attn_implementation={attention}", "lora.experts=all", "train.per_device_train_batch_size=1"]
+    overrides.append("model.mxfp4_experts=false")  # the experts in bf16; MXFP4 ones leave 20 GiB more
     recipe = load_recipe(LORA_1GPU, overrides)
     layout = plan.layout_for(recipe)
     found = memory.longest_sequence(recipe, layout, 80)
@@ -135,10 +139,10 @@ def test_the_plan_counts_eager_scores_over_a_packed_row_and_none_with_flex():
 
 
 def test_plan_prints_the_longest_sequence(cli):
-    result = cli("plan", LORA_1GPU, "--set", "lora.experts=all")
+    result = cli("plan", LORA_1GPU, "--set", "lora.experts=all", "--set", "model.mxfp4_experts=false")
     assert result.exit_code == 0, result.output
     assert "longest train.max_length that fits at micro-batch 4: 17,408 tokens (by attention: eager 1,024, ossft_flex 17,408)" in " ".join(result.stdout.split())
-    tiny_gpu = cli("plan", LORA_1GPU, "--gpu-memory", "40")
+    tiny_gpu = cli("plan", LORA_1GPU, "--gpu-memory", "40", "--set", "model.mxfp4_experts=false")
     assert "not even 1,024 tokens fit at micro-batch 4" in tiny_gpu.stdout
 
 

@@ -69,7 +69,8 @@ def _recipe_to_train(recipe: Path, overrides: list[str], smoke: bool):
         return resolved
     from ossft.train.smoke import ensure_tiny_model, smoke_recipe
 
-    resolved, notes = smoke_recipe(resolved, ensure_tiny_model(mxfp4=resolved.model.mxfp4_experts))
+    in_mxfp4 = resolved.experts_in_mxfp4()  # of the real model: the tiny one stores its experts alike
+    resolved, notes = smoke_recipe(resolved, ensure_tiny_model(mxfp4=in_mxfp4))
     for line in notes:
         status(line)
     return resolved

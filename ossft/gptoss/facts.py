@@ -48,6 +48,18 @@ def is_mxfp4(config) -> bool:
     return (quantization or {}).get("quant_method") == "mxfp4"
 
 
+def checkpoint_is_mxfp4(base_model: str) -> bool:
+    """Are this model's experts stored as MXFP4: a released id (both are), or a local folder whose
+    config.json says so. An unknown Hub id: False (nothing to read offline)."""
+    if base_model in PUBLISHED:
+        return True
+    config_file = Path(base_model).expanduser() / "config.json"
+    try:
+        return is_mxfp4(json.loads(config_file.read_text()))
+    except (OSError, ValueError):
+        return False
+
+
 @dataclass(frozen=True)
 class Shape:
     layers: int

@@ -173,7 +173,7 @@ def workload_of(recipe, layout: Layout, shape: Shape) -> Workload:
         checkpointing=bool(train.activation_checkpointing or train.gradient_checkpointing),
         eager_attention=recipe.model.attn_implementation == "eager",
         packed=is_packed(train),
-        mxfp4_experts=bool(recipe.model.mxfp4_experts),
+        mxfp4_experts=recipe.experts_in_mxfp4(),
         full_logits=bool(train.label_smoothing_factor),
         routed_experts=recipe.model.experts_implementation != "eager",
         stacked_expert_lora=recipe.lora is not None

@@ -77,7 +77,7 @@ def load_model(recipe):
 
         register()  # before from_pretrained, which checks the name
     mxfp4 = is_mxfp4(config)
-    if recipe.model.mxfp4_experts and not mxfp4:
+    if recipe.model.mxfp4_experts is True and not mxfp4:
         raise UserError(
             f"model.mxfp4_experts: {name} has no MXFP4 experts (no quantization_config with quant_method mxfp4 "
             "in its config.json). Set model.mxfp4_experts: false, or train from the released MXFP4 checkpoint."
@@ -178,7 +178,7 @@ def apply_lora(model, recipe):
 def keep_frozen_experts_in_mxfp4(model, recipe):
     """After LoRA is in place (PEFT sizes its expert factors from the bf16 weights): the frozen expert
     weights back to MXFP4, when the recipe asks."""
-    if not recipe.model.mxfp4_experts:
+    if not recipe.experts_in_mxfp4():
         return model
     from ossft.model.mxfp4_experts import keep_experts_in_mxfp4
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ossft.gptoss.facts import ATTENTION_PROJECTIONS, ATTENTIONS
+from ossft.gptoss.facts import ATTENTION_PROJECTIONS, ATTENTIONS, checkpoint_is_mxfp4
 from ossft.harmony.render import KNOWLEDGE_CUTOFF, MODEL_IDENTITY
 
 
@@ -30,10 +30,11 @@ class ModelSection(Section):
         "memory linear in seq. Both keep packed documents apart; the others do not (docs/traps.md#trap-2).",
     )
     experts_implementation: Literal["eager", "batched_mm", "grouped_mm"] | None = None
-    mxfp4_experts: bool = Field(
-        False,
-        description="LoRA from an MXFP4 checkpoint: keep the frozen expert weights in MXFP4 (a quarter of bf16's "
-        "memory) and dequantize each layer's just in time; same results (ossft/model/mxfp4_experts.py).",
+    mxfp4_experts: bool | None = Field(
+        None,
+        description="Keep the frozen expert weights of a LoRA run in MXFP4 (a quarter of bf16's memory), "
+        "dequantized a layer at a time, with the same results (ossft/model/mxfp4_experts.py). Unset: yes for "
+        "LoRA from an MXFP4 checkpoint on unsharded GPUs (FSDP2 and ZeRO-3 shard bf16 weights, not MXFP4 buffers).",
     )
     trust_remote_code: bool = False
 
@@ -212,6 +213,17 @@ class Recipe(Section):
     output: OutputSection = Field(default_factory=OutputSection)
     guards: GuardsSection = Field(default_factory=GuardsSection)
     launch: LaunchSection = Field(default_factory=LaunchSection)
+
+    def experts_in_mxfp4(self) -> bool:
+        """Whether this run keeps its frozen experts in MXFP4: as model.mxfp4_experts says, else by default
+        for LoRA with routed expert LoRA from an MXFP4 checkpoint, launched without FSDP or ZeRO-3 (which
+        shard parameters: bf16 experts over 8 GPUs take less per GPU than whole MXFP4 ones)."""
+        if self.model.mxfp4_experts is not None:
+            return self.model.mxfp4_experts
+        if self.lora is None or (self.lora.experts != "none" and self.lora.experts_delta == "stacked"):
+            return False
+        config = (self.launch.accelerate_config or "ddp").lower()
+        return "fsdp" not in config and "zero" not in config and checkpoint_is_mxfp4(self.model.base_model)
 
     @model_validator(mode="after")
     def _mxfp4_experts_need_frozen_routed_experts(self):

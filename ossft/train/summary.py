@@ -55,6 +55,7 @@ def summarize(run) -> dict:
         "processes": run.trainer.accelerator.num_processes,
         "distributed": run.distributed,
         "attention": run.attention,
+        "mxfp4_experts": run.recipe.experts_in_mxfp4(),  # frozen experts kept in MXFP4 (model.mxfp4_experts)
         # DDP only: every rank's digest of its trained weights; all equal when the replicas agree.
         "replicas_identical": len(set(run.replica_digests)) == 1 if run.replica_digests else None,
         "replica_digests": run.replica_digests,

@@ -139,8 +139,12 @@ def worker(args) -> int:
     labels = input_ids.clone()
     labels[:, : max(seq - args.loss_tokens, 0)] = -100
 
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.sum()  # weights the load left memory-mapped count only once read: read them all now
     gc.collect()
     rest = proc_status("VmRSS")
+    rest_file = proc_status("RssFile")
     Path("/proc/self/clear_refs").write_text("5")  # the high-water mark starts again from `rest`
     losses, seconds = [], []
     for _ in range(1 + args.repeat):
@@ -154,6 +158,7 @@ def worker(args) -> int:
     measured = {
         "before": before,
         "rest": rest,
+        "rest_file": rest_file,
         "peak": proc_status("VmHWM"),
         "seconds": statistics.median(seconds[1:] or seconds),
         "all_seconds": seconds,
@@ -254,9 +259,9 @@ def extrapolation(results: dict, args) -> list[str]:
             f"{seq:,}: {gib((results[('mxfp4', seq)]['peak'] - results[('mxfp4', seq)]['rest']) - (results[('bf16', seq)]['peak'] - results[('bf16', seq)]['rest']))} GiB"
             for seq in done
         ),
-        f"- extrapolated peak = measured peak - {args.layers} x layer(32 experts) + L x layer(E) + (L - {args.layers}) "
+        f"- extrapolated peak = measured peak - {args.layers} x layer({args.experts} experts) + L x layer(E) + (L - {args.layers}) "
         f"x seq x {args.hidden} x 2 B (each checkpointed layer's bf16 input); layer(E) scales the experts' part "
-        "by E / 32; the transient (one chunk of <= 512 MiB dequantized experts) and the embeddings and LM head "
+        f"by E / {args.experts}; the transient (one chunk of <= 512 MiB dequantized experts) and the embeddings and LM head "
         "do not grow with L or E:",
         "",
         "| seq | " + " | ".join(f"{name} {mode} GiB" for name in TARGETS for mode in MODES) + " | "
@@ -298,7 +303,7 @@ def section(results: dict, args, facts: dict, checkpoint_bytes: int) -> str:
         "- run: recipes/quickstart.yaml with model.dtype bfloat16, eager attention, LoRA r=8 on q/k/v/o and every "
         "expert layer (routed); activation checkpointing (use_reentrant False), TRL's fused LM head, torch AdamW; "
         f"micro-batch 1, random token ids, the loss on the last {args.loss_tokens} tokens (labels -100 before) so "
-        "the 201,088-way head costs the same at every length",
+        f"the {args.vocab:,}-way head costs the same at every length",
         "- memory: VmRSS at rest (loaded, converted, before the first step); then the high-water mark is reset "
         f"(clear_refs 5) and the step peak is VmHWM over one warm-up and {args.repeat} timed step(s); the "
         f"interpreter and libraries before the load hold {gib(before[0])}-{gib(before[-1])} GiB. s / step: "
