@@ -66,8 +66,8 @@ def largest_difference(a, b) -> float:
 
 
 # The backward differs from autograd's own grouped-GEMM backward only in the order of its sums: one
-# rounding of the dtype, relative to each gradient's largest value (measured 2.6e-8 in float32).
-GRADIENT_TOLERANCE = {"float32": 1e-6, "bfloat16": 2e-2}
+# rounding of the dtype, relative to each gradient's largest value (measured 3.6e-7 in float32, 0 in bf16).
+GRADIENT_TOLERANCE = {"float32": 4e-6, "bfloat16": 2e-2}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
