@@ -39,7 +39,7 @@ def test_dry_run_takes_every_part_end_to_end(tmp_path):
     assert section.count("## GPU check: gpt-oss-tiny shape on CPU") == 1
     assert DRY_RUN_NOTICE in section and "Failed" not in section and "Not run" not in section
     parts = parts_of(section)
-    assert list(parts) == ["a", "b", "c", "d"]
+    assert list(parts) == ["a", "b", "c", "d", "e"]  # in the letters' order, though (e) runs before (d)
 
     kernel = table_rows(parts["a"])
     assert [row[:2] for row in kernel] == [["check_kernel", "512"], ["packed", "1,024"], ["packed", "2,048"]]
@@ -60,6 +60,11 @@ def test_dry_run_takes_every_part_end_to_end(tmp_path):
     assert [row[:2] for row in longest] == [["512", "trains"], ["1,024", "trains"]]
     assert "Longest: **1,024 tokens**, the cap" in parts["d"]
     assert re.search(r"`ossft plan`'s estimate, .*: [\d,]+ tokens\.", parts["d"])
+
+    bf16, mxfp4 = table_rows(parts["e"])
+    assert [bf16[0], mxfp4[0]] == ["bf16", "mxfp4"]
+    assert all(is_number(cell) for cell in bf16[1:4] + mxfp4[1:4]), (bf16, mxfp4)  # no GPU memory on CPU
+    assert re.search(r"MXFP4 / bf16: tokens/s \*\*\d+\.\d\d\*\*, peak reserved n/a", parts["e"])
     assert (tmp_path / "out" / "section.md").read_text(encoding="utf-8") == section
 
 
@@ -73,7 +78,7 @@ def test_a_failing_or_hanging_part_leaves_the_others_rows(tmp_path):
     parts = parts_of(text)
     assert "**Failed:** stopped at its time box of 3 s" in parts["a"]
     assert "**Failed:** RuntimeError: forced failure of part (c) by --force-failure" in parts["c"]
-    assert "**Not run:** not in --parts." in parts["d"]
+    assert "**Not run:** not in --parts." in parts["d"] and "**Not run:** not in --parts." in parts["e"]
     rows = table_rows(parts["b"])  # the part between the two failures ran in full
     assert [row[:2] for row in rows] == [["padded", "eager"], ["packed", "ossft_flex"]]
     assert all(is_number(cell) for row in rows for cell in row[2:8]), rows
@@ -95,6 +100,10 @@ def gpu_like_outcomes(Outcome) -> dict:
             [{"plan": {"longest": 98304, "gpu_gib": 79.6}}, {"row": {"seq": 32768, "fits": True, "seconds": 50}}]
             + [{"row": {"seq": 65536, "fits": True, "seconds": 70, "peak_reserved_gib": 60.5}}]
             + [{"summary": {"longest": 65536, "stopped": True}}]
+        ),
+        "e": Outcome(
+            [{"row": {**run, "experts": "bf16"}}]
+            + [{"row": {**run, "experts": "mxfp4", "tokens_per_second": 36_900.0, "peak_reserved_gib": 8.0}}]
         ),
     }
 
@@ -119,6 +128,8 @@ def test_gpu_rows_make_a_readable_section(monkeypatch):
     assert out_of_memory[:4] == ["ossft_flex", "16,384", "failed: OutOfMemoryError: y", "13.0"]
     assert "Longest: **at least 65,536 tokens** (the time box ended the search)." in parts["d"]
     assert "on a 79.6 GiB GPU: 98,304 tokens." in parts["d"]
+    assert table_rows(parts["e"])[1] == ["mxfp4", "36,900", "0.100", "38.0", "14.2", "8.0"]
+    assert "MXFP4 / bf16: tokens/s **0.90**, peak reserved **0.50**, peak allocated **1.00**" in parts["e"]
 
     killed = gpu_like_outcomes(gpu_check.Outcome)
     killed["d"] = gpu_check.Outcome(killed["d"].records[:3], error="stopped at its time box of 150 s")

@@ -33,6 +33,14 @@ def test_packed_flex_against_the_padded_cookbook_on_cpu(tmp_path):
     assert re.search(r"\| ossft \| [\d,]+ \| nan \| nan \| \d+\.\d\d% \| ossft_flex \| packed \|", section), section
 
 
+def test_ossft_with_its_experts_kept_in_mxfp4_on_cpu(tmp_path):
+    # The random experts must first be rounded to MXFP4 values: keep_experts_in_mxfp4 refuses any others.
+    args = ("--shape", "tiny", "--seq", "64", "--steps", "2", "--warmup", "1", "--mxfp4-experts")
+    section = run_bench_script("gpu_lora.py", tmp_path / "bench.md", *args, "--out", str(tmp_path / "out"))
+    assert re.search(r"\| cookbook \| [\d,]+ \| nan \|", section), section  # the cookbook's experts stay bf16
+    assert re.search(r"\| ossft \(experts MXFP4\) \| [\d,]+ \| nan \| nan \| \d+\.\d\d% \| eager \|", section), section
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
 def test_flex_on_cpu_needs_the_backward_lifted(tmp_path):
     done = subprocess.run(

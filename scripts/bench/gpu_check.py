@@ -1,8 +1,9 @@
 """One-command GPU check of ossft on one H100 or H200: under ten minutes from a bare machine.
 
-Four parts, in this order, each in a process of its own with its own time box, so that a part that
-fails (out of memory, a compile error, a hang) is recorded as failed with its error's first line and
-the next part still runs; the rows a part finished before it failed are kept:
+Five parts, each in a process of its own with its own time box, so that a part that fails (out of
+memory, a compile error, a hang) is recorded as failed with its error's first line and the next part
+still runs; the rows a part finished before it failed are kept. They run in the order a, b, c, e, d:
+(d) takes whatever time is left, so it goes last.
 
   (a) ossft_flex's compiled kernel against eager attention, bf16, forward and backward, sinks included:
       ossft.model.sink_attention.check_kernel (512 tokens), then packed batches of 4k and 16k tokens;
@@ -11,7 +12,10 @@ the next part still runs; the rows a part finished before it failed are kept:
   (c) peak memory (torch.cuda.max_memory_allocated / _reserved) against `ossft plan`'s estimate of the
       same shape, layers and length (ossft.launch.memory.estimate), at 4k and 16k tokens;
   (d) the longest length ossft_flex trains, doubling then bisecting, one process per length
-      (gpu_lora.py --longest), for what the ten minutes leave; and the plan's answer to the same question.
+      (gpu_lora.py --longest), for what the ten minutes leave; and the plan's answer to the same question;
+  (e) (b)'s packed ossft_flex LoRA steps with the frozen experts kept in MXFP4 (model.mxfp4_experts,
+      gpu_lora.py --mxfp4-experts) against the same in bf16: tokens/s, peak reserved and allocated memory,
+      and their ratios; its time box comes out of what (d) had before it.
 
 It writes ONE section to --markdown (built in full, then renamed into place) and to --out/section.md.
 --cpu-dry-run runs the same parts on CPU with the tiny shape and tiny lengths in under two minutes
@@ -223,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_for(args)
     args.out.mkdir(parents=True, exist_ok=True)
     outcomes: dict[str, Outcome] = {}
-    for part in parts.PARTS:
+    for part in parts.RUN_ORDER:
         if part not in args.parts:
             outcomes[part] = Outcome([], error="not in --parts", ran=False)
             continue
@@ -235,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         outcomes[part] = run_part(part, seconds, args, args.out)
         verdict = f"failed: {outcomes[part].error}" if outcomes[part].error else "done"
         print(f"part ({part}): {verdict} in {outcomes[part].seconds:.0f} s", file=sys.stderr, flush=True)
+    outcomes = {part: outcomes[part] for part in parts.PARTS}  # the section in the letters' order
     section = report(settings, outcomes, gpu, time.monotonic() - started, Path(__file__))
     print(section)
     (args.out / "section.md").write_text(section, encoding="utf-8")

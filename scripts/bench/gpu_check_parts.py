@@ -1,4 +1,4 @@
-"""The four parts of scripts/bench/gpu_check.py. Each runs in a process of its own (`gpu_check.py
+"""The five parts of scripts/bench/gpu_check.py. Each runs in a process of its own (`gpu_check.py
 --run-part X`) and writes its results as JSON lines the moment each is known, so a part killed at its
 time box, or one that dies of a CUDA error, still leaves the rows it finished; a row that fails (an
 out-of-memory at the longest length, say) is written as a failed row and the part goes on.
@@ -33,14 +33,14 @@ class Settings:
     shape: str
     layers: int | None
     kernel_lengths: tuple[int, ...]  # (a): packed comparisons beyond check_kernel's 512 tokens
-    throughput_seq: int  # (b): real tokens per step, in examples of seq/2, seq/4, seq/8, seq/8
+    throughput_seq: int  # (b), (e): real tokens per step, in examples of seq/2, seq/4, seq/8, seq/8
     throughput_steps: int
     throughput_warmup: int
     memory_runs: tuple[tuple[str, int], ...]  # (c): (attention, seq) at micro-batch 1
     longest_start: int  # (d): doubling from here, bisecting to the resolution, never past the cap
     longest_cap: int
     longest_resolution: int
-    time_boxes: dict  # seconds per part; (d) gets what the total leaves
+    time_boxes: dict  # seconds per part; (d), run last, gets what the total leaves
     total_seconds: float
     smallest_longest_box: float  # (d) does not start with less time left
     out: str
@@ -53,14 +53,16 @@ class Settings:
 GPU_SETTINGS = dict(
     shape="20b", layers=4, kernel_lengths=(4096, 16384), throughput_seq=4096, throughput_steps=6,
     throughput_warmup=2, memory_runs=(("eager", 4096), (FLEX, 4096), (FLEX, 16384)), longest_start=65536,
-    longest_cap=262_144, longest_resolution=16384, time_boxes={"a": 100, "b": 140, "c": 110}, total_seconds=510,
+    longest_cap=262_144, longest_resolution=16384, time_boxes={"a": 100, "b": 140, "c": 110, "e": 90},
+    total_seconds=510,  # unchanged when (e) came: its 90 s are taken from what (d) searched with
     smallest_longest_box=45,  # one probe alone: start, compile, two steps
 )  # fmt: skip
 # The same code paths on a 2-core CPU in under two minutes: the tiny shape, tiny lengths.
 DRY_SETTINGS = dict(
     shape="tiny", layers=None, kernel_lengths=(1024, 2048), throughput_seq=256, throughput_steps=4,
     throughput_warmup=1, memory_runs=(("eager", 256), (FLEX, 256), (FLEX, 1024)), longest_start=512,
-    longest_cap=1024, longest_resolution=256, time_boxes={"a": 60, "b": 90, "c": 90}, total_seconds=170,
+    longest_cap=1024, longest_resolution=256, time_boxes={"a": 60, "b": 90, "c": 90, "e": 60},
+    total_seconds=170,
     smallest_longest_box=15,
 )  # fmt: skip
 
@@ -274,4 +276,26 @@ def longest_part(settings: Settings, rows: Rows, device: str, seconds: float) ->
     rows.write("summary", {"longest": best.get("seq", 0), "stopped": search.stopped})
 
 
-PARTS = {"a": kernel_part, "b": throughput_part, "c": memory_part, "d": longest_part}
+# (e) ------------------------------------------------------------------------------------------
+
+
+def mxfp4_part(settings: Settings, rows: Rows, device: str, seconds: float) -> None:
+    """(b)'s packed ossft_flex run, its frozen experts in bf16 then in MXFP4 (gpu_lora --mxfp4-experts)."""
+    args = lora_args(
+        settings, "--packing", "--attn", FLEX, "--seq", str(settings.throughput_seq),
+        "--steps", str(settings.throughput_steps), "--warmup", str(settings.throughput_warmup),
+    )  # fmt: skip
+    shape = gpu_lora.shape_of(args.shape, args.layers)
+    for experts in ("bf16", "mxfp4"):
+        args.mxfp4_experts = experts == "mxfp4"
+        try:
+            result = gpu_lora.run_config("ossft", args, shape, device, attn=FLEX, packing=True)
+        except Exception as error:  # noqa: BLE001 - an out-of-memory in one mode is that mode's result
+            result = {"error": first_line(error)}
+        rows.write("row", {"experts": experts, **result})
+        free_memory()
+
+
+PARTS = {"a": kernel_part, "b": throughput_part, "c": memory_part, "d": longest_part, "e": mxfp4_part}
+# (d) searches for as long as the check has left, so it runs last; the report keeps the letters' order.
+RUN_ORDER = ("a", "b", "c", "e", "d")

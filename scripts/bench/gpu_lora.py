@@ -27,6 +27,9 @@ usual 2N forward + 4N backward; --peak-tflops sets the device's peak (H100 SXM d
 memory, then halving the gap down to --resolution tokens (1024), stopping early at --time-box seconds.
 --attn picks ossft's attention (eager, or ossft_flex: the sinks exact without the [heads, seq, seq]
 scores), --memory-limit GiB caps the process (an 80 GB card on an H200).
+--mxfp4-experts: ossft keeps its frozen experts as MXFP4 buffers, dequantized just in time (ossft/model/
+mxfp4_experts.py), its random experts first rounded to what MXFP4 holds, as a checkpoint's; peak memory
+counts from after the bf16 experts are packed and freed: training's peak, not the model's construction.
 
 On CPU with --shape tiny the same code runs end to end in seconds (tests/test_bench_gpu_lora.py);
 ossft_flex there needs --cpu-flex-backward (flex's unfused reference path: no GPU numbers).
@@ -76,18 +79,11 @@ def random_model(shape, device: str, dtype, attn: str = "eager", document_masks:
     if attn == FLEX:
         register()  # the config below names it, and transformers checks the name on construction
     config = GptOssConfig(
-        num_hidden_layers=shape.layers,
-        num_local_experts=shape.experts,
-        num_experts_per_tok=shape.top_k,
-        hidden_size=shape.hidden,
-        intermediate_size=shape.intermediate,
-        num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads,
-        head_dim=shape.head_dim,
-        vocab_size=shape.vocab,
-        layer_types=["sliding_attention", "full_attention"] * (shape.layers // 2),
-        use_cache=False,
-    )
+        num_hidden_layers=shape.layers, num_local_experts=shape.experts, num_experts_per_tok=shape.top_k,
+        hidden_size=shape.hidden, intermediate_size=shape.intermediate, num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads, head_dim=shape.head_dim, vocab_size=shape.vocab,
+        layer_types=["sliding_attention", "full_attention"] * (shape.layers // 2), use_cache=False,
+    )  # fmt: skip
     config._attn_implementation = attn
     # Built in `dtype` from the start: an fp32 model cast afterwards would hold both copies at once, in
     # the peak memory measured below (and a whole 20b in fp32 is 84 GB, more than an H100 has).
@@ -101,6 +97,20 @@ def random_model(shape, device: str, dtype, attn: str = "eager", document_masks:
     if document_masks:
         use_document_masks(model)  # as load_model: packed documents attend only within themselves
     return model
+
+
+def round_experts_to_mxfp4(model) -> None:
+    """Experts rounded to what MXFP4 holds (all keep_experts_in_mxfp4 takes), a weight at a time to bound memory."""
+    import torch
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
+
+    from ossft.gptoss.facts import EXPERT_PROJECTIONS
+    from ossft.gptoss.mxfp4 import pack, unpack
+
+    with torch.no_grad():
+        for experts in (m for m in model.modules() if isinstance(m, GptOssExperts)):
+            for weight in (getattr(experts, name) for name in EXPERT_PROJECTIONS):
+                weight.copy_(unpack(*pack(weight), dtype=weight.dtype))
 
 
 def allow_flex_backward_on_cpu() -> None:
@@ -237,6 +247,7 @@ def run_config(name: str, args, shape, device: str, attn: str | None = None, pac
     from trl import SFTConfig, SFTTrainer
 
     from ossft.model.load import apply_lora
+    from ossft.model.mxfp4_experts import keep_experts_in_mxfp4
     from ossft.train.config import sft_config
     from ossft.train.meter import MeteredSFTTrainer
 
@@ -253,38 +264,38 @@ def run_config(name: str, args, shape, device: str, attn: str | None = None, pac
         torch.cuda.reset_peak_memory_stats()
     set_seed(0)
     model = random_model(shape, device, dtype, attn, document_masks=not cookbook)
+    mxfp4 = not cookbook and args.mxfp4_experts
+    if mxfp4:
+        round_experts_to_mxfp4(model)  # before LoRA, which sizes and casts its factors from these weights
     if cookbook:
-        expert_layers = expert_layers_of(shape)
-        targets = [f"{i}.mlp.experts.{p}" for i in expert_layers for p in ("gate_up_proj", "down_proj")]
+        targets = [f"{i}.mlp.experts.{p}" for i in expert_layers_of(shape) for p in ("gate_up_proj", "down_proj")]
         lora = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", target_parameters=targets)
         config = SFTConfig(
-            output_dir=str(out),
-            max_steps=args.steps,
-            per_device_train_batch_size=micro_batch,
-            gradient_checkpointing=True,
-            learning_rate=2e-4,
-            lr_scheduler_type="cosine_with_min_lr",
-            lr_scheduler_kwargs={"min_lr_rate": 0.1},
-            max_length=args.seq,
-            save_strategy="no",
-            report_to="none",
-            bf16=device == "cuda",
-            logging_steps=args.steps,
-        )
+            output_dir=str(out), max_steps=args.steps, per_device_train_batch_size=micro_batch,
+            gradient_checkpointing=True, learning_rate=2e-4, lr_scheduler_type="cosine_with_min_lr",
+            lr_scheduler_kwargs={"min_lr_rate": 0.1}, max_length=args.seq, save_strategy="no", report_to="none",
+            bf16=device == "cuda", logging_steps=args.steps,
+        )  # fmt: skip
         trainer = SFTTrainer(
             model=get_peft_model(model, lora), args=config, train_dataset=data, processing_class=tokenizer
         )
     else:
         recipe = ossft_recipe(args, shape, out, attn, packed, micro_batch, device)
+        model = apply_lora(model, recipe)
+        if mxfp4:
+            keep_experts_in_mxfp4(model)  # after LoRA, as ossft.model.load.keep_frozen_experts_in_mxfp4
+            if torch.cuda.is_available():  # the bf16 experts are gone: the peak from here is training's own
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
         trainer = MeteredSFTTrainer(
-            model=apply_lora(model, recipe), args=sft_config(recipe), train_dataset=data, processing_class=tokenizer
+            model=model, args=sft_config(recipe), train_dataset=data, processing_class=tokenizer
         )
     steps = train_and_time(trainer)
     steady = slice(args.warmup, None)
     seconds = sum(steps.seconds[steady])
     tokens_per_second = sum(steps.real_tokens[steady]) / seconds
     result = {
-        "config": name, "attention": attn, "packed": packed, "micro_batch": micro_batch,
+        "config": name, "attention": attn, "packed": packed, "micro_batch": micro_batch, "mxfp4_experts": mxfp4,
         "tokens_per_second": tokens_per_second, "step_seconds": seconds / len(steps.seconds[steady]),
         "first_step_seconds": steps.seconds[0], "step_times": steps.seconds,
         "real_tokens_per_step": sum(steps.real_tokens) / len(steps.real_tokens),
@@ -315,11 +326,8 @@ def versions() -> str:
 
 
 def report(results: list[dict], args, device: str) -> str:
-    data = (
-        "examples of seq/2, seq/4, seq/8, seq/8 tokens, padded by the cookbook, packed by ossft; real tokens counted"
-        if args.packing
-        else "random tokens"
-    )
+    varied = "examples of seq/2, seq/4, seq/8, seq/8 tokens, padded by the cookbook, packed by ossft"
+    data = f"{varied}; real tokens counted" if args.packing else "random tokens"
     lines = [
         f"## LoRA on the gpt-oss-{args.shape} shape: ossft against the cookbook ({datetime.date.today().isoformat()})",
         "",
@@ -333,7 +341,8 @@ def report(results: list[dict], args, device: str) -> str:
     ]
     for r in results:
         lines.append(
-            f"| {r['config']} | {r['tokens_per_second']:,.0f} | {r.get('peak_reserved_gib', float('nan')):.1f} | "
+            f"| {r['config']}{' (experts MXFP4)' if r.get('mxfp4_experts') else ''} | {r['tokens_per_second']:,.0f} | "
+            f"{r.get('peak_reserved_gib', float('nan')):.1f} | "
             f"{r.get('peak_allocated_gib', float('nan')):.1f} | {100 * r['mfu']:.2f}% | {r['attention']} | "
             f"{'packed' if r['packed'] else 'padded'} |"
         )
@@ -359,6 +368,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--attn", choices=("eager", FLEX), default="eager", help="ossft's attention")
     parser.add_argument("--packing", action="store_true", help="examples of varied lengths; ossft packs them")
+    parser.add_argument("--mxfp4-experts", action="store_true", help="ossft keeps its frozen experts in MXFP4")
     parser.add_argument("--cpu-flex-backward", action="store_true", help="CPU only: let ossft_flex train there")
     parser.add_argument("--longest", action="store_true", help="find the longest sequence ossft trains")
     parser.add_argument("--max-seq", type=int, default=131_072, help="--longest stops doubling here")
