@@ -11,10 +11,13 @@ checkpointing (use_reentrant False), TRL's fused LM head, torch's AdamW on the L
 Each (mode, seq) runs in a fresh process. Resident memory is read from /proc/self/status: at rest after the
 model is loaded and converted, then the high-water mark is reset (clear_refs 5, as attention_cpu.py does) so
 the load's transients, dequantizing every expert included, do not count, and the step's peak is the new
-high-water mark over one warm-up step and --repeat timed ones. Time: the median of the timed steps.
+high-water mark over the step(s). On CPU a step takes one to several minutes (most of the MXFP4 mode's in
+dequantizing), so by default the one step is timed; --repeat N adds a warm-up and times the median of N.
 
+On 2 cores the default (1,024 and 2,048 tokens) takes ~15 minutes; 4,096 adds ~10 more and peaks at ~17 GiB:
     .venv/bin/python scripts/bench/mxfp4_experts.py --markdown BENCHMARKS.md
-    .venv/bin/python scripts/bench/mxfp4_experts.py --tiny --seqs 64 128 --repeat 1
+    .venv/bin/python scripts/bench/mxfp4_experts.py --seqs 1024 2048 4096 --markdown BENCHMARKS.md
+    .venv/bin/python scripts/bench/mxfp4_experts.py --tiny --seqs 64 128       # the suite's size, seconds
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -41,7 +45,7 @@ MODES = ("bf16", "mxfp4")  # (baseline, contender): ratios are mxfp4 / bf16
 GIB = 2**30
 REAL = {"hidden": 2880, "heads": 64, "kv_heads": 8, "head_dim": 64, "experts": 32, "top_k": 4, "vocab": 201_088}
 # Small enough for the suite, yet with experts that outweigh the RSS noise (tens of MB between the modes).
-TINY = {"hidden": 512, "heads": 4, "kv_heads": 2, "head_dim": 64, "experts": 16, "top_k": 2, "vocab": 1024}
+TINY = {"hidden": 512, "heads": 4, "kv_heads": 2, "head_dim": 64, "experts": 64, "top_k": 4, "vocab": 1024}
 # gpt-oss-20b and 120b, for the extrapolation: (layers, experts); their widths and vocabulary are the same.
 TARGETS = {"20b": (24, 32), "120b": (36, 128)}
 
@@ -164,6 +168,7 @@ def worker(args) -> int:
         "all_seconds": seconds,
         "first_loss": losses[0],
         "load_seconds": load_seconds,
+        "load_average": os.getloadavg()[0],  # other work on the machine shows here, and in the times
         "trainable": sum(p.numel() for p in trainable),
         "layer": layer_bytes(model),
     }
@@ -237,9 +242,24 @@ def table(results: dict, args) -> list[str]:
 
 
 def per_layer(result: dict, experts: int, measured_experts: int) -> float:
-    """One layer's bytes (frozen weights, LoRA with its gradient and moments) with `experts` experts, from
+    """One layer's bytes (frozen weights; LoRA with its gradient and moments) with `experts` experts, from
     layer 0 as measured with `measured_experts`."""
     return result["layer"]["other"] + result["layer"]["experts"] * experts / measured_experts
+
+
+def extrapolated_peak(result: dict, args, seq: int, layers: int, experts: int) -> float:
+    """The measured peak with its layers swapped for `layers` of `experts` experts: only the weights and the
+    checkpointed inputs grow; the step's transients (one layer's recompute, the dequantized chunk, the loss
+    tile) are those of one layer, and the embeddings and LM head are the same in 20b and 120b."""
+    weights = layers * per_layer(result, experts, args.experts) - args.layers * per_layer(
+        result, args.experts, args.experts
+    )
+    kept = (layers - args.layers) * seq * args.hidden * 2  # each checkpointed layer keeps its bf16 input
+    return result["peak"] + weights + kept
+
+
+def above_rest(result: dict) -> float:
+    return result["peak"] - result["rest"]
 
 
 def extrapolation(results: dict, args) -> list[str]:
@@ -247,50 +267,70 @@ def extrapolation(results: dict, args) -> list[str]:
     if not done:
         return ["- no length ran in both modes: nothing to extrapolate"]
     bf16, mxfp4 = (results[(mode, done[0])] for mode in MODES)
-    saved = (bf16["rest"] - mxfp4["rest"]) / args.layers
-    tensors = (bf16["layer"]["experts"] - mxfp4["layer"]["experts"]) / GIB
+    one = {mode: per_layer(results[(mode, done[0])], args.experts, args.experts) / GIB for mode in MODES}
+    transient = ", ".join(
+        f"{seq:,}: {gib(above_rest(results[('mxfp4', seq)]) - above_rest(results[('bf16', seq)]))}" for seq in done
+    )
     lines = [
-        f"- per layer, measured at rest: bf16 - mxfp4 = {saved / GIB:.3f} GiB (the experts' tensors differ by "
-        f"{tensors:.3f} GiB a layer; one layer holds {per_layer(bf16, args.experts, args.experts) / GIB:.3f} GiB with bf16 experts, "
-        f"{per_layer(mxfp4, args.experts, args.experts) / GIB:.3f} GiB with MXFP4 ones, LoRA's parameter, gradient and AdamW "
-        "moments included)",
-        "- dequantized transient, (peak - rest) of mxfp4 minus that of bf16: "
-        + ", ".join(
-            f"{seq:,}: {gib((results[('mxfp4', seq)]['peak'] - results[('mxfp4', seq)]['rest']) - (results[('bf16', seq)]['peak'] - results[('bf16', seq)]['rest']))} GiB"
-            for seq in done
-        ),
-        f"- extrapolated peak = measured peak - {args.layers} x layer({args.experts} experts) + L x layer(E) + (L - {args.layers}) "
-        f"x seq x {args.hidden} x 2 B (each checkpointed layer's bf16 input); layer(E) scales the experts' part "
-        f"by E / {args.experts}; the transient (one chunk of <= 512 MiB dequantized experts) and the embeddings and LM head "
-        "do not grow with L or E:",
+        f"- per layer: at rest bf16 - mxfp4 measures {(bf16['rest'] - mxfp4['rest']) / args.layers / GIB:.3f} GiB "
+        f"(the experts' tensors differ by {(bf16['layer']['experts'] - mxfp4['layer']['experts']) / GIB:.3f} GiB); "
+        f"a layer's tensors, LoRA's parameter, gradient and AdamW moments included: {one['bf16']:.3f} GiB with "
+        f"bf16 experts, {one['mxfp4']:.3f} GiB with MXFP4 ones",
+        f"- the dequantized transient, (peak - rest) of mxfp4 minus that of bf16, GiB: {transient}",
+        f"- extrapolated peak(L layers, E experts) = measured peak - {args.layers} x layer({args.experts}) "
+        f"+ L x layer(E) + (L - {args.layers}) x seq x {args.hidden} x 2 B, layer(E) = a layer's tensors above "
+        f"with the experts' part times E / {args.experts}; the step's transients (one layer's recompute, one "
+        "dequantized chunk of at most 512 MiB, the loss tile) and the embeddings and LM head stay as measured; the "
+        "checkpoint's file-backed pages of the added layers are not counted (the kernel may drop them):",
         "",
-        "| seq | " + " | ".join(f"{name} {mode} GiB" for name in TARGETS for mode in MODES) + " | "
-        + " | ".join(f"{name} mxfp4 / bf16" for name in TARGETS) + " |",
+        "| seq | "
+        + " | ".join(
+            f"{name} ({layers} x {experts}) {mode} GiB" for name, (layers, experts) in TARGETS.items() for mode in MODES
+        )
+        + " | "
+        + " | ".join(f"{name} mxfp4 / bf16" for name in TARGETS)
+        + " |",
         "| ---: |" + " ---: |" * (3 * len(TARGETS)),
     ]
     for seq in done:
         cells, ratios = [], []
         for layers, experts in TARGETS.values():
-            peaks = []
-            for mode in MODES:
-                r = results[(mode, seq)]
-                kept = (layers - args.layers) * seq * args.hidden * 2
-                peaks.append(r["peak"] - args.layers * per_layer(r, args.experts, args.experts) + layers * per_layer(r, experts, args.experts) + kept)
-            cells += [gib(p) for p in peaks]
-            ratios.append(f"{peaks[1] / peaks[0]:.2f}")
-        lines.append(f"| {seq:,} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+            bf16_peak, mxfp4_peak = (extrapolated_peak(results[(m, seq)], args, seq, layers, experts) for m in MODES)
+            cells += [gib(bf16_peak), gib(mxfp4_peak)]
+            ratios.append(f"{mxfp4_peak / bf16_peak:.2f}")
+        lines.append(f"| {seq:,} | " + " | ".join(cells + ratios) + " |")
     return lines
+
+
+def timing(results: dict, args) -> list[str]:
+    both = [seq for seq in args.seqs if all("seconds" in results[(mode, seq)] for mode in MODES)]
+    ratios = ", ".join(f"{s:,}: {results[('mxfp4', s)]['seconds'] / results[('bf16', s)]['seconds']:.2f}" for s in both)
+    extra = ", ".join(
+        f"{s:,}: {(results[('mxfp4', s)]['seconds'] - results[('bf16', s)]['seconds']) / (3 * args.layers):,.1f}"
+        for s in both
+    )
+    every = "; ".join(
+        f"{mode} {seq:,}: {', '.join(f'{t:,.1f}' for t in r['all_seconds'])} (load {r['load_seconds']:,.0f}; "
+        f"load average {r['load_average']:.2f} after)"
+        for (mode, seq), r in results.items()
+        if "all_seconds" in r
+    )
+    return [
+        f"- time mxfp4 / bf16 by seq: **{ratios or 'n/a'}**",
+        "- (mxfp4 - bf16) seconds per step over 3 x layers, i.e. per dequantization of one layer's experts (the "
+        f"forward, its recompute and the backward each dequantize every layer): {extra or 'n/a'}",
+        f"- every step (s), the model's load with the conversion (s), and the 1-minute load average after the "
+        f"step(s): {every}",
+    ]
 
 
 def section(results: dict, args, facts: dict, checkpoint_bytes: int) -> str:
     ran = [r for r in results.values() if "peak" in r]
-    ratios = ", ".join(
-        f"{seq:,}: {results[('mxfp4', seq)]['seconds'] / results[('bf16', seq)]['seconds']:.2f}"
-        for seq in args.seqs
-        if all("seconds" in results[(mode, seq)] for mode in MODES)
-    )
     before = sorted(r["before"] for r in ran) or [0]
+    mapped = sorted(r["rest_file"] for r in ran) or [0]
     width = "tiny widths" if args.tiny else "gpt-oss-20b's widths"
+    unplanned = any(r["plan"] is None for r in results.values())
+    steps = f"one warm-up and {args.repeat} timed steps" if args.repeat else "the one (timed) step"
     lines = [
         f"## MXFP4 experts against bf16 experts: a LoRA step at {width}, {args.layers} layers ({facts['date']})",
         "",
@@ -302,25 +342,20 @@ def section(results: dict, args, facts: dict, checkpoint_bytes: int) -> str:
         f"vocabulary {args.vocab:,}, random weights, bf16; the MXFP4 checkpoint is {checkpoint_bytes / GIB:.2f} GiB",
         "- run: recipes/quickstart.yaml with model.dtype bfloat16, eager attention, LoRA r=8 on q/k/v/o and every "
         "expert layer (routed); activation checkpointing (use_reentrant False), TRL's fused LM head, torch AdamW; "
-        f"micro-batch 1, random token ids, the loss on the last {args.loss_tokens} tokens (labels -100 before) so "
-        f"the {args.vocab:,}-way head costs the same at every length",
-        "- memory: VmRSS at rest (loaded, converted, before the first step); then the high-water mark is reset "
-        f"(clear_refs 5) and the step peak is VmHWM over one warm-up and {args.repeat} timed step(s); the "
-        f"interpreter and libraries before the load hold {gib(before[0])}-{gib(before[-1])} GiB. s / step: "
-        "median of the timed steps; each (mode, seq) in a fresh process",
-        "- plan: `ossft.launch.memory.estimate_workload` for this shape and recipe, allocated bytes (no CUDA "
-        "framework overhead), to compare with 'peak - before load'; its loss term counts every token, this run "
-        "scores --loss-tokens; n/a: the plan has no MXFP4-experts term",
+        f"micro-batch 1, random token ids, the loss on the last {args.loss_tokens} tokens (labels -100 before)",
+        f"- memory: VmRSS at rest (loaded, converted, every weight read once), then the high-water mark is reset "
+        f"(clear_refs 5) and the step peak is VmHWM over {steps}; each (mode, seq) in a fresh process. Before the "
+        f"load the interpreter and libraries hold {gib(before[0])}-{gib(before[-1])} GiB; at rest "
+        f"{gib(mapped[0])}-{gib(mapped[-1])} GiB is file-backed in both modes: transformers keeps the checkpoint "
+        "mapped, its embeddings and LM head used in place and the MXFP4 blocks read at load still resident (clean "
+        "pages the kernel may drop)",
+        "- plan: `ossft.launch.memory.estimate_workload` for this shape and recipe, its allocated bytes (no CUDA "
+        "framework overhead), beside 'peak - before load'; its loss term counts every token, this run scores "
+        "--loss-tokens" + ("; n/a: this ossft's plan has no MXFP4-experts term" if unplanned else ""),
         "",
         *table(results, args),
         "",
-        f"- time mxfp4 / bf16 by seq: **{ratios or 'n/a'}**",
-        "- every step (s): "
-        + "; ".join(
-            f"{mode} {seq:,}: {', '.join(f'{t:,.1f}' for t in r['all_seconds'])} (load {r['load_seconds']:,.0f})"
-            for (mode, seq), r in results.items()
-            if "all_seconds" in r
-        ),
+        *timing(results, args),
         *extrapolation(results, args),
         "",
     ]
@@ -330,8 +365,10 @@ def section(results: dict, args, facts: dict, checkpoint_bytes: int) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=2, choices=(2, 3, 4))
-    parser.add_argument("--seqs", type=int, nargs="+", default=[1024, 2048, 4096])
-    parser.add_argument("--repeat", type=int, default=1, help="timed steps after the warm-up")
+    # 4096 as well (--seqs 1024 2048 4096) takes ~10 minutes more and a ~17 GiB peak on 2 cores.
+    parser.add_argument("--seqs", type=int, nargs="+", default=[1024, 2048])
+    # A step takes minutes on CPU, which one-time costs barely change: by default the one step is timed.
+    parser.add_argument("--repeat", type=int, default=0, help="timed steps after a warm-up; 0: one step, timed")
     parser.add_argument("--loss-tokens", type=int, default=256)
     parser.add_argument("--tiny", action="store_true", help="small widths, for the test suite")
     parser.add_argument("--markdown", type=Path, help="append the results to this file (BENCHMARKS.md)")
